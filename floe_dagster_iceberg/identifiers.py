@@ -1,0 +1,52 @@
+"""Validation of namespace and table names, so no name can escape the warehouse directory."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from floe_dagster_iceberg.errors import InvalidIdentifierError
+
+__all__ = ["table_identifier", "validate_identifier_part"]
+
+_FORBIDDEN_CHARACTERS = frozenset("/\\")
+
+
+def validate_identifier_part(part: str, *, what: str = "name") -> str:
+    """Return ``part`` unchanged if it is a safe namespace or table name, else raise.
+
+    Example:
+        >>> validate_identifier_part("orders")
+        'orders'
+    """
+    if not isinstance(part, str) or not part.strip():
+        raise InvalidIdentifierError(f"The {what} {part!r} is empty; give a non-empty name.")
+    if part in (".", "..") or ".." in part:
+        raise InvalidIdentifierError(
+            f"The {what} {part!r} contains '..' (path traversal); use letters, digits and '_'."
+        )
+    bad = sorted({ch for ch in part if ch in _FORBIDDEN_CHARACTERS})
+    if bad:
+        raise InvalidIdentifierError(
+            f"The {what} {part!r} contains the path separator(s) {bad}; use letters, digits and '_'."
+        )
+    controls = sorted({repr(ch) for ch in part if unicodedata.category(ch).startswith("C")})
+    if controls:
+        raise InvalidIdentifierError(
+            f"The {what} {part!r} contains control characters {controls}; remove them."
+        )
+    return part
+
+
+def table_identifier(namespace: str, name: str) -> tuple[str, str]:
+    """Validate both parts and return the ``(namespace, table)`` identifier.
+
+    A dotted namespace (``lake.raw``) is a nested namespace: each level is validated.
+
+    Example:
+        >>> table_identifier("sales", "orders")
+        ('sales', 'orders')
+    """
+    for level in namespace.split("."):
+        validate_identifier_part(level, what="namespace")
+    validate_identifier_part(name, what="table name")
+    return (namespace, name)
