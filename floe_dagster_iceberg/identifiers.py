@@ -6,7 +6,12 @@ import unicodedata
 
 from floe_dagster_iceberg.errors import InvalidIdentifierError
 
-__all__ = ["DEFAULT_NAMESPACE", "asset_table_identifier", "table_identifier", "validate_identifier_part"]
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "asset_table_identifier",
+    "table_identifier",
+    "validate_identifier_part",
+]
 
 _FORBIDDEN_CHARACTERS = frozenset("/\\")
 

@@ -17,11 +17,13 @@ __all__ = [
     "ColumnSpec",
     "NullOrder",
     "PartitionField",
+    "PartitionSpecUpdateMode",
     "PartitionTransform",
     "RetryPolicy",
     "SchemaChange",
     "SchemaChangeKind",
     "SchemaUpdateMode",
+    "SchemaVersion",
     "SnapshotInfo",
     "SortDirection",
     "SortField",
@@ -61,6 +63,16 @@ class SchemaUpdateMode(str, Enum):
     """
 
     ADDITIVE = "additive"
+    ERROR = "error"
+    UPDATE = "update"
+
+
+class PartitionSpecUpdateMode(str, Enum):
+    """What a write does when the table's partition spec differs from the asset's partitioning.
+
+    ``update`` evolves the spec (metadata only: old files keep their layout), ``error`` refuses.
+    """
+
     ERROR = "error"
     UPDATE = "update"
 
@@ -150,7 +162,9 @@ class PartitionField(_Model):
             return self.name
         if self.transform is PartitionTransform.IDENTITY:
             return self.source_column
-        suffix = self.transform.value if self.width is None else f"{self.transform.value}_{self.width}"
+        suffix = (
+            self.transform.value if self.width is None else f"{self.transform.value}_{self.width}"
+        )
         return f"{self.source_column}_{suffix}"
 
 
@@ -369,20 +383,27 @@ class RetryPolicy(_Model):
 class WriteConfig(_Model):
     """How one write is applied.
 
-    ``overwrite_filter`` is a PyIceberg expression selecting the slice an overwrite replaces (the
-    run's partitions); ``None`` replaces the whole table. Rows outside the slice are refused.
+    ``row_filter`` is a PyIceberg expression for the slice of the table this write owns (the
+    run's partitions): ``overwrite`` replaces exactly that slice (the whole table when ``None``),
+    every mode refuses rows outside it, and ``upsert`` matches keys inside it unless
+    ``upsert_scope`` is ``table``. ``partition_spec`` and ``sort_order`` are used when the write
+    creates the table; ``partition_spec`` also evolves an existing table's spec according to
+    ``partition_spec_update_mode``.
 
     Example:
         >>> from pyiceberg.expressions import EqualTo
-        >>> WriteConfig(mode="overwrite", overwrite_filter=EqualTo("region", "eu")).mode
+        >>> WriteConfig(mode="overwrite", row_filter=EqualTo("region", "eu")).mode
         <WriteMode.OVERWRITE: 'overwrite'>
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
     mode: WriteMode = WriteMode.APPEND
-    overwrite_filter: Any = None
+    row_filter: Any = None
     schema_update_mode: SchemaUpdateMode = SchemaUpdateMode.ADDITIVE
+    partition_spec: tuple[PartitionField, ...] | None = None
+    partition_spec_update_mode: PartitionSpecUpdateMode = PartitionSpecUpdateMode.UPDATE
+    sort_order: tuple[SortField, ...] = ()
     table_properties: dict[str, str] = Field(default_factory=dict)
     snapshot_properties: dict[str, str] = Field(default_factory=dict)
     join_cols: tuple[str, ...] = ()
@@ -394,8 +415,25 @@ class WriteConfig(_Model):
     @model_validator(mode="after")
     def _upsert_needs_keys(self) -> WriteConfig:
         if self.mode is WriteMode.UPSERT and not self.join_cols:
-            raise ValueError("write mode 'upsert' needs join_cols, e.g. join_cols=('id',)")
+            raise ValueError(
+                "write mode 'upsert' needs join_cols, e.g. "
+                "upsert_options={'join_cols': ['id']} or WriteConfig(join_cols=('id',))"
+            )
         return self
+
+
+class SchemaVersion(_Model):
+    """One schema of a table's history and the first snapshot written with it.
+
+    Example:
+        >>> SchemaVersion(schema_id=0, columns=("id long",)).schema_id
+        0
+    """
+
+    schema_id: int
+    columns: tuple[str, ...]
+    first_snapshot_id: int | None = None
+    is_current: bool = False
 
 
 class SnapshotInfo(_Model):

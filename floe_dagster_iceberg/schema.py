@@ -39,7 +39,12 @@ from pyiceberg.types import (
 )
 
 from floe_dagster_iceberg.errors import InvalidInputError, SchemaEvolutionError
-from floe_dagster_iceberg.models import SchemaChange, SchemaChangeKind, SchemaUpdateMode, TableSchema
+from floe_dagster_iceberg.models import (
+    SchemaChange,
+    SchemaChangeKind,
+    SchemaUpdateMode,
+    TableSchema,
+)
 
 __all__ = [
     "SchemaPlan",
@@ -113,13 +118,17 @@ def parse_iceberg_type(text: str, ids: _FieldIds | None = None) -> IcebergType:
     if match := _DECIMAL.match(lowered):
         precision, scale = int(match[1]), int(match[2])
         if not 0 < precision <= 38 or scale > precision:
-            raise ValueError(f"type {text!r}: decimal precision must be 1..38 and scale <= precision")
+            raise ValueError(
+                f"type {text!r}: decimal precision must be 1..38 and scale <= precision"
+            )
         return DecimalType(precision, scale)
     if match := _FIXED.match(lowered):
         return FixedType(int(match[1]))
     if lowered.startswith("list<") and lowered.endswith(">"):
         element_id = ids.next()
-        return ListType(element_id, parse_iceberg_type(normalized[5:-1], ids), element_required=False)
+        return ListType(
+            element_id, parse_iceberg_type(normalized[5:-1], ids), element_required=False
+        )
     if lowered.startswith("map<") and lowered.endswith(">"):
         key_text, value_text = _split_top_level(normalized[4:-1])
         key_id, value_id = ids.next(), ids.next()
@@ -137,7 +146,9 @@ def parse_iceberg_type(text: str, ids: _FieldIds | None = None) -> IcebergType:
             if not member_type:
                 raise ValueError(f"struct member {member!r} in {text!r} needs 'name: type'")
             fields.append(
-                NestedField(ids.next(), name.strip(), parse_iceberg_type(member_type, ids), required=False)
+                NestedField(
+                    ids.next(), name.strip(), parse_iceberg_type(member_type, ids), required=False
+                )
             )
         return StructType(*fields)
     raise ValueError(
@@ -163,7 +174,9 @@ def type_to_string(iceberg_type: IcebergType) -> str:
     if isinstance(iceberg_type, MapType):
         return f"map<{type_to_string(iceberg_type.key_type)}, {type_to_string(iceberg_type.value_type)}>"
     if isinstance(iceberg_type, StructType):
-        members = ", ".join(f"{f.name}: {type_to_string(f.field_type)}" for f in iceberg_type.fields)
+        members = ", ".join(
+            f"{f.name}: {type_to_string(f.field_type)}" for f in iceberg_type.fields
+        )
         return f"struct<{members}>"
     return str(iceberg_type)
 
@@ -240,11 +253,15 @@ def _arrow_to_iceberg_type(arrow_type: pa.DataType, column: str, ids: _FieldIds)
         "null": "the column holds only nulls and has no type: cast it, e.g. pa.array(values, pa.string())",
         "uint64": "cast it to int64 (Iceberg has no unsigned types)",
     }.get(str(arrow_type), "cast it to a type Iceberg supports (see the README's type table)")
-    raise InvalidInputError(f"Column {column!r} has Arrow type {arrow_type}, which Iceberg cannot store; {hint}.")
+    raise InvalidInputError(
+        f"Column {column!r} has Arrow type {arrow_type}, which Iceberg cannot store; {hint}."
+    )
 
 
-def arrow_to_iceberg_schema(arrow_schema: pa.Schema) -> Schema:
-    """Convert an Arrow schema to an Iceberg schema with fresh field ids; every column is optional.
+def arrow_to_iceberg_schema(arrow_schema: pa.Schema, respect_nullability: bool = False) -> Schema:
+    """Convert an Arrow schema to an Iceberg schema with fresh field ids.
+
+    Columns are optional unless ``respect_nullability`` is set and the Arrow field is not nullable.
 
     Example:
         >>> import pyarrow as pa
@@ -253,7 +270,12 @@ def arrow_to_iceberg_schema(arrow_schema: pa.Schema) -> Schema:
     """
     ids = _FieldIds(len(arrow_schema))
     fields = [
-        NestedField(position, f.name, _arrow_to_iceberg_type(f.type, f.name, ids), required=False)
+        NestedField(
+            position,
+            f.name,
+            _arrow_to_iceberg_type(f.type, f.name, ids),
+            required=respect_nullability and not f.nullable,
+        )
         for position, f in enumerate(arrow_schema, start=1)
     ]
     return Schema(*fields)
@@ -282,9 +304,8 @@ def _data_fits_column(data_type: IcebergType, column_type: IcebergType) -> bool:
         column_type, TimestampType | TimestamptzType
     ):
         return False
-    if not isinstance(data_type, PrimitiveType) and type(data_type) is type(column_type):
-        return True  # nested types: PyIceberg checks member compatibility itself
-    return False
+    # nested types: PyIceberg checks member compatibility itself
+    return not isinstance(data_type, PrimitiveType) and type(data_type) is type(column_type)
 
 
 @dataclass
@@ -452,7 +473,9 @@ def apply_schema_changes(
                     f"Table '{table_name}': a new column {change.column!r} cannot be required, "
                     "because existing rows have no value for it; add it as optional."
                 )
-            update.add_column(change.column, parse_iceberg_type(change.new_type or ""), doc=change.doc)
+            update.add_column(
+                change.column, parse_iceberg_type(change.new_type or ""), doc=change.doc
+            )
             names.add(change.column)
         elif change.kind is SchemaChangeKind.WIDEN_TYPE:
             wanted = parse_iceberg_type(change.new_type or "")

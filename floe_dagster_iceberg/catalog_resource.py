@@ -1,0 +1,274 @@
+"""IcebergCatalogResource: the Dagster resource that owns the catalog connection.
+
+The catalog is configured by a typed, discriminated config (``sql``, ``rest`` or ``custom`` for
+any other PyIceberg catalog), storage (FileIO) settings and secrets through ``dagster.EnvVar``.
+With no configuration at all it is an embedded SQLite catalog with a local warehouse.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from dagster import Config, ConfigurableResource
+from pydantic import Field
+from pyiceberg.catalog import Catalog, load_catalog
+
+from floe_dagster_iceberg.errors import CatalogConnectionError, IcebergError
+from floe_dagster_iceberg.manager import IcebergTableManager
+from floe_dagster_iceberg.models import RetryPolicy
+
+__all__ = [
+    "HOME_ENV_VAR",
+    "CustomCatalogConfig",
+    "IcebergCatalogResource",
+    "RestCatalogConfig",
+    "S3StorageConfig",
+    "SqlCatalogConfig",
+    "default_home",
+]
+
+HOME_ENV_VAR = "FLOE_ICEBERG_HOME"
+"""Environment variable that moves the embedded catalog and warehouse (default ``./.floe``)."""
+
+_SECRET_KEYS = ("credential", "token", "secret", "password", "session-token", "key-id")
+
+
+def default_home() -> Path:
+    """Directory of the embedded catalog and warehouse: ``$FLOE_ICEBERG_HOME`` or ``./.floe``."""
+    return Path(os.environ.get(HOME_ENV_VAR) or Path.cwd() / ".floe").resolve()
+
+
+class SqlCatalogConfig(Config):
+    """A PyIceberg SQL catalog (SQLite or PostgreSQL) and its warehouse.
+
+    Example:
+        >>> SqlCatalogConfig(
+        ...     uri="postgresql+psycopg2://user:pw@db:5432/iceberg",
+        ...     warehouse="s3://lake/warehouse",
+        ... ).type
+        'sql'
+    """
+
+    type: Literal["sql"] = "sql"
+    uri: str = Field(
+        description="SQLAlchemy URI, e.g. sqlite:////data/catalog.db or postgresql+psycopg2://..."
+    )
+    warehouse: str = Field(
+        description="Root of new tables, e.g. file:///data/warehouse or s3://bucket/path"
+    )
+
+    def to_properties(self) -> dict[str, str]:
+        return {"type": "sql", "uri": self.uri, "warehouse": self.warehouse}
+
+
+class RestCatalogConfig(Config):
+    """An Iceberg REST catalog (Polaris, Lakekeeper, Nessie, Gravitino, SeaweedFS, ...).
+
+    Give ``credential`` (``client_id:client_secret`` for OAuth2) or ``token``, best through
+    ``dagster.EnvVar`` so the secret never lands in code or config files.
+
+    Example:
+        >>> RestCatalogConfig(uri="https://polaris.example.com/api/catalog", warehouse="lake").type
+        'rest'
+    """
+
+    type: Literal["rest"] = "rest"
+    uri: str = Field(description="Base URI of the REST catalog")
+    warehouse: str | None = Field(default=None, description="Warehouse name or location")
+    credential: str | None = Field(
+        default=None, description="OAuth2 client credential 'id:secret'", repr=False
+    )
+    token: str | None = Field(default=None, description="Bearer token", repr=False)
+    scope: str | None = Field(default=None, description="OAuth2 scope, e.g. PRINCIPAL_ROLE:ALL")
+    oauth2_server_uri: str | None = Field(
+        default=None, description="OAuth2 token endpoint if not the catalog's"
+    )
+    prefix: str | None = Field(default=None, description="Path prefix some catalogs need")
+
+    def to_properties(self) -> dict[str, str]:
+        properties = {
+            "type": "rest",
+            "uri": self.uri,
+            "warehouse": self.warehouse,
+            "credential": self.credential,
+            "token": self.token,
+            "scope": self.scope,
+            "oauth2-server-uri": self.oauth2_server_uri,
+            "prefix": self.prefix,
+        }
+        return {key: value for key, value in properties.items() if value is not None}
+
+
+class CustomCatalogConfig(Config):
+    """Any other PyIceberg catalog (glue, hive, dynamodb, ...) given by its own properties.
+
+    Example:
+        >>> CustomCatalogConfig(properties={"type": "glue", "glue.region": "eu-west-1"}).type
+        'custom'
+    """
+
+    type: Literal["custom"] = "custom"
+    properties: dict[str, str] = Field(
+        description="PyIceberg catalog properties, including 'type'", repr=False
+    )
+
+    def to_properties(self) -> dict[str, str]:
+        return dict(self.properties)
+
+
+class S3StorageConfig(Config):
+    """S3-compatible object storage for the FileIO (AWS S3, SeaweedFS, MinIO, Ceph, R2, ...).
+
+    Example:
+        >>> S3StorageConfig(endpoint="http://127.0.0.1:8333", region="us-east-1").to_properties()["s3.endpoint"]
+        'http://127.0.0.1:8333'
+    """
+
+    endpoint: str | None = Field(default=None, description="Endpoint URL; omit for AWS S3")
+    region: str | None = Field(default=None, description="Region, e.g. us-east-1")
+    access_key_id: str | None = Field(default=None, repr=False)
+    secret_access_key: str | None = Field(default=None, repr=False)
+    session_token: str | None = Field(default=None, repr=False)
+    path_style_access: bool | None = Field(default=None, description="Force path-style URLs")
+
+    def to_properties(self) -> dict[str, str]:
+        properties = {
+            "s3.endpoint": self.endpoint,
+            "s3.region": self.region,
+            "s3.access-key-id": self.access_key_id,
+            "s3.secret-access-key": self.secret_access_key,
+            "s3.session-token": self.session_token,
+            "s3.force-virtual-addressing": None
+            if self.path_style_access is None
+            else str(not self.path_style_access).lower(),
+        }
+        return {key: value for key, value in properties.items() if value is not None}
+
+
+CatalogConfig = Annotated[
+    SqlCatalogConfig | RestCatalogConfig | CustomCatalogConfig, Field(discriminator="type")
+]
+
+_CATALOGS: dict[tuple[Any, ...], Catalog] = {}
+_CATALOGS_LOCK = threading.Lock()
+
+
+class IcebergCatalogResource(ConfigurableResource):
+    """The Iceberg catalog of a Dagster project; loads it once per process and hands out managers.
+
+    With no arguments it is the embedded default: a SQLite catalog and a local warehouse under
+    ``$FLOE_ICEBERG_HOME`` (default ``./.floe``), so a project runs with no server.
+
+    Example:
+        >>> from dagster import EnvVar
+        >>> embedded = IcebergCatalogResource()
+        >>> rest = IcebergCatalogResource(
+        ...     name="lake",
+        ...     catalog=RestCatalogConfig(
+        ...         uri="https://catalog.example.com", warehouse="lake",
+        ...         credential=EnvVar("ICEBERG_CREDENTIAL"),
+        ...     ),
+        ...     storage=S3StorageConfig(endpoint="https://s3.example.com", region="eu-west-1"),
+        ... )
+    """
+
+    name: str = Field(
+        default="floe", description="Catalog name (SQL catalogs key their tables by it)"
+    )
+    catalog: CatalogConfig | None = Field(
+        default=None, description="Catalog config; omit for the embedded SQLite default"
+    )
+    storage: S3StorageConfig | None = Field(default=None, description="Object storage settings")
+    properties: dict[str, str] = Field(
+        default_factory=dict, description="Extra PyIceberg catalog / FileIO properties", repr=False
+    )
+    max_commit_attempts: int = Field(
+        default=8, ge=1, description="Attempts per commit under conflicts"
+    )
+
+    def catalog_properties(self) -> dict[str, str]:
+        """All PyIceberg properties of the catalog, secrets included: never log this."""
+        properties = self.catalog.to_properties() if self.catalog else _embedded_properties()
+        if self.storage:
+            properties.update(self.storage.to_properties())
+        properties.update(self.properties)
+        return properties
+
+    @property
+    def catalog_type(self) -> str:
+        return self.catalog.type if self.catalog else "sql"
+
+    @property
+    def catalog_uri(self) -> str | None:
+        """The catalog's address without credentials, safe to show (lineage, errors)."""
+        uri = self.catalog_properties().get("uri")
+        return _redact_uri(uri) if uri else None
+
+    def load_catalog(self) -> Catalog:
+        """The PyIceberg catalog, loaded once per process and configuration."""
+        properties = self.catalog_properties()
+        key = (os.getpid(), self.name, tuple(sorted(properties.items())))
+        with _CATALOGS_LOCK:
+            if key not in _CATALOGS:
+                _CATALOGS[key] = self._connect(properties)
+            return _CATALOGS[key]
+
+    def get_manager(self, tracer_provider: Any = None) -> IcebergTableManager:
+        """An :class:`IcebergTableManager` on this catalog."""
+        return IcebergTableManager(
+            self.load_catalog(),
+            retry=RetryPolicy(max_attempts=self.max_commit_attempts),
+            tracer_provider=tracer_provider,
+        )
+
+    def _connect(self, properties: dict[str, str]) -> Catalog:
+        if self.catalog is None:
+            home = default_home()
+            (home / "warehouse").mkdir(parents=True, exist_ok=True)
+        if properties.get("type") == "sql" and properties.get("uri", "").startswith("sqlite:"):
+            properties = {"init_catalog_tables": "true", **properties}
+        try:
+            return load_catalog(self.name, **properties)
+        except (ValueError, IcebergError, ImportError) as error:
+            raise IcebergError(
+                f"Could not load the Iceberg catalog {self.name!r} of type "
+                f"{properties.get('type')!r} at {self.catalog_uri}: {_redact(str(error), properties)}. "
+                "Check the catalog 'type' (sql, rest, glue, hive, ...) and its properties."
+            ) from None
+        except Exception as error:
+            raise CatalogConnectionError(
+                f"Could not connect to the Iceberg catalog {self.name!r} at {self.catalog_uri}: "
+                f"{type(error).__name__}: {_redact(str(error), properties)}. Check that it runs "
+                "and that the credentials are right."
+            ) from None
+
+
+def _embedded_properties() -> dict[str, str]:
+    home = default_home()
+    return {
+        "type": "sql",
+        "uri": f"sqlite:///{home / 'catalog.db'}",
+        "warehouse": (home / "warehouse").as_uri(),
+    }
+
+
+def _redact_uri(uri: str) -> str:
+    """Drop ``user:password@`` from a URI."""
+    scheme, sep, rest = uri.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        rest = rest.split("@", 1)[1]
+        return f"{scheme}://***@{rest}"
+    return uri
+
+
+def _redact(text: str, properties: dict[str, str]) -> str:
+    for key, value in properties.items():
+        if value and any(marker in key for marker in _SECRET_KEYS) and len(value) >= 4:
+            text = text.replace(value, "***")
+    uri = properties.get("uri")
+    if uri:
+        text = text.replace(uri, _redact_uri(uri))
+    return text

@@ -1,0 +1,917 @@
+"""IcebergTableManager: the engine that turns intents into PyIceberg transactions.
+
+It knows nothing of Dagster. Every write is ONE catalog commit (schema evolution, spec
+evolution, properties and data together), retried on conflicts against the refreshed table.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import (
+    CommitFailedException,
+    CommitStateUnknownException,
+    NoSuchTableError,
+    TableAlreadyExistsError,
+    ValidationException,
+)
+from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, Not, Or
+from pyiceberg.expressions.visitors import bind
+from pyiceberg.io.pyarrow import expression_to_pyarrow
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table, Transaction
+
+from floe_dagster_iceberg.errors import (
+    CommitConflictError,
+    IcebergError,
+    InvalidInputError,
+    PartitionMismatchError,
+    TableNotFoundError,
+)
+from floe_dagster_iceberg.identifiers import table_identifier
+from floe_dagster_iceberg.models import (
+    PartitionField,
+    RetryPolicy,
+    SchemaChange,
+    SchemaVersion,
+    SnapshotInfo,
+    TableConfig,
+    UpsertScope,
+    WriteConfig,
+    WriteMode,
+    WriteResult,
+)
+from floe_dagster_iceberg.partitions import (
+    build_partition_spec,
+    build_sort_order,
+    partition_fields_of,
+    plan_spec_update,
+)
+from floe_dagster_iceberg.schema import (
+    apply_schema_changes,
+    arrow_to_iceberg_schema,
+    conform_to_schema,
+    iceberg_schema_from_columns,
+    plan_schema_update,
+    type_to_string,
+)
+from floe_dagster_iceberg.telemetry import Telemetry
+from floe_dagster_iceberg.version import __version__
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
+    from floe_dagster_iceberg.maintenance import (
+        CompactionResult,
+        ExpireSnapshotsResult,
+        OrphanFilesResult,
+        RewriteManifestsResult,
+        TableHealth,
+    )
+
+__all__ = ["CreateTableResult", "IcebergTableManager", "TableRef"]
+
+log = logging.getLogger("floe_dagster_iceberg")
+
+TableRef = Table | str | tuple[str, ...]
+"""A table given as a loaded PyIceberg table, ``"namespace.table"`` or ``("namespace", "table")``."""
+
+WRITE_ID_PROPERTY = "floe.write-id"
+WRITER_PROPERTY = "floe.writer"
+_SUMMARY_TOTALS = {
+    "rows_added": "added-records",
+    "rows_deleted": "deleted-records",
+    "files_added": "added-data-files",
+    "files_deleted": "deleted-data-files",
+    "bytes_added": "added-files-size",
+    "bytes_deleted": "removed-files-size",
+}
+
+
+def _is_retryable(error: Exception) -> bool:
+    if isinstance(error, CommitFailedException | ValidationException | TableAlreadyExistsError):
+        return True
+    # SQLite refuses a commit while another process holds its write lock: nothing was committed.
+    return type(error).__name__ == "OperationalError" and "locked" in str(error)
+
+
+@dataclass(frozen=True)
+class CreateTableResult:
+    """The table, whether this call created it, and how an existing table differs from the config."""
+
+    table: Table
+    created: bool
+    differences: tuple[str, ...] = ()
+
+
+@dataclass
+class _Staged:
+    """What one attempt staged on its transaction."""
+
+    changed: bool
+    schema_changes: tuple[str, ...] = ()
+    rows_updated: int = 0
+    rows_inserted: int = 0
+    rows_unchanged: int = 0
+    files_rewritten: int = 0
+
+
+class IcebergTableManager:
+    """Creates, evolves, writes, scans and maintains Iceberg tables of one catalog.
+
+    Example:
+        >>> from pyiceberg.catalog.sql import SqlCatalog
+        >>> import pyarrow as pa, tempfile
+        >>> tmp = tempfile.mkdtemp()
+        >>> catalog = SqlCatalog("floe", uri=f"sqlite:///{tmp}/c.db", warehouse=f"file://{tmp}")
+        >>> manager = IcebergTableManager(catalog)
+        >>> result = manager.write("demo.numbers", pa.table({"n": [1, 2, 3]}))
+        >>> manager.scan("demo.numbers").num_rows
+        3
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        *,
+        retry: RetryPolicy | None = None,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.retry = retry or RetryPolicy()
+        self.telemetry = Telemetry(tracer_provider)
+
+    # ------------------------------------------------------------------ tables
+
+    @staticmethod
+    def identifier(table: TableRef) -> tuple[str, str]:
+        """The validated ``(namespace, table)`` of a table reference."""
+        if isinstance(table, Table):
+            *namespace, name = table.name()
+            return (".".join(namespace), name)
+        parts = tuple(table.rsplit(".", 1)) if isinstance(table, str) else tuple(table)
+        if len(parts) < 2:
+            raise InvalidInputError(
+                f"Table {table!r} has no namespace; write it as 'namespace.table'."
+            )
+        *namespace, name = parts
+        return table_identifier(".".join(namespace), name)
+
+    def load_table(self, table: TableRef) -> Table:
+        """Load the table's current metadata from the catalog."""
+        identifier = self.identifier(table)
+        try:
+            return self.catalog.load_table(identifier)
+        except NoSuchTableError:
+            raise TableNotFoundError(
+                f"Table '{'.'.join(identifier)}' does not exist in catalog "
+                f"'{self.catalog.name}'; materialize its asset or create it first."
+            ) from None
+
+    def table_exists(self, table: TableRef) -> bool:
+        return self.catalog.table_exists(self.identifier(table))
+
+    def ensure_namespace(self, namespace: str) -> None:
+        """Create the namespace (and its parents) if missing."""
+        levels = namespace.split(".")
+        for depth in range(1, len(levels) + 1):
+            self.catalog.create_namespace_if_not_exists(tuple(levels[:depth]))
+
+    def create_table(self, config: TableConfig, if_not_exists: bool = True) -> CreateTableResult:
+        """Create a table (and its namespace); return the existing one, with its differences, if any.
+
+        An existing table is never changed: compare ``result.differences`` and evolve explicitly.
+
+        Example:
+            >>> # manager.create_table(TableConfig(namespace="sales", name="orders", schema=...))
+        """
+        identifier = config.identifier
+        with self.telemetry.span("create", identifier) as span:
+            schema = iceberg_schema_from_columns(config.table_schema)
+            spec = build_partition_spec(schema, config.partition_spec)
+            sort_order = build_sort_order(schema, config.sort_order)
+            self.ensure_namespace(config.namespace)
+            try:
+                table = self.catalog.create_table(
+                    identifier,
+                    schema=schema,
+                    location=config.location,
+                    partition_spec=spec,
+                    sort_order=sort_order,
+                    properties=config.properties,
+                )
+            except TableAlreadyExistsError:
+                if not if_not_exists:
+                    raise IcebergError(
+                        f"Table '{'.'.join(identifier)}' already exists; pass "
+                        "if_not_exists=True to reuse it."
+                    ) from None
+                table = self.load_table(identifier)
+                differences = _config_differences(config, table)
+                span.set_attribute("iceberg.created", False)
+                return CreateTableResult(table, created=False, differences=differences)
+            span.set_attribute("iceberg.created", True)
+            log.info("Created Iceberg table %s at %s", ".".join(identifier), table.location())
+            return CreateTableResult(table, created=True)
+
+    # ------------------------------------------------------------------ schema
+
+    def evolve_schema(self, table: TableRef, changes: Sequence[SchemaChange]) -> SchemaVersion:
+        """Apply safe schema changes in one commit and return the new schema version.
+
+        Allowed: add optional column, widen int->long / float->double / decimal precision up,
+        rename, make optional, set doc. Anything else raises ``SchemaEvolutionError``.
+
+        Example:
+            >>> # manager.evolve_schema("sales.orders", [SchemaChange.add_column("email", "string")])
+        """
+        identifier = self.identifier(table)
+        name = ".".join(identifier)
+
+        def stage(tx: Transaction, _: dict[str, str]) -> _Staged:
+            with tx.update_schema() as update:
+                applied = apply_schema_changes(name, tx.table_metadata.schema(), changes, update)
+            return _Staged(changed=bool(applied), schema_changes=tuple(applied))
+
+        with self.telemetry.span("evolve", identifier) as span:
+            self._commit_with_retries(identifier, stage, self.retry, create_with=None)
+            current = self.schema_history(identifier)[-1]
+            span.set_attribute("iceberg.schema_id", current.schema_id)
+            return current
+
+    def schema_history(self, table: TableRef) -> list[SchemaVersion]:
+        """Every schema of the table, oldest first, with the first snapshot written with it."""
+        loaded = self.load_table(table)
+        first_snapshot: dict[int, int] = {}
+        for snapshot in sorted(loaded.metadata.snapshots, key=lambda s: s.timestamp_ms):
+            if snapshot.schema_id is not None:
+                first_snapshot.setdefault(snapshot.schema_id, snapshot.snapshot_id)
+        current_id = loaded.metadata.current_schema_id
+        return [
+            SchemaVersion(
+                schema_id=schema.schema_id,
+                columns=tuple(
+                    f"{f.name} {type_to_string(f.field_type)}{' required' if f.required else ''}"
+                    for f in schema.fields
+                ),
+                first_snapshot_id=first_snapshot.get(schema.schema_id),
+                is_current=schema.schema_id == current_id,
+            )
+            for schema in sorted(loaded.metadata.schemas, key=lambda s: s.schema_id)
+        ]
+
+    # ------------------------------------------------------------------ writes
+
+    def write(
+        self,
+        table: TableRef,
+        data: pa.Table | pa.RecordBatchReader,
+        config: WriteConfig | None = None,
+    ) -> WriteResult:
+        """Write ``data`` in ONE commit: append, overwrite the ``row_filter`` slice, or upsert.
+
+        Creates the table (partitioned by ``config.partition_spec``) when missing, evolves the
+        schema per ``config.schema_update_mode`` and merges ``config.table_properties``, all in
+        the same commit. Conflicts with concurrent writers are retried against the refreshed
+        table; rows are never lost or duplicated.
+
+        Example:
+            >>> # manager.write("sales.orders", arrow_table, WriteConfig(mode="overwrite",
+            >>> #               row_filter=EqualTo("day", "2024-01-01")))
+        """
+        config = config or WriteConfig()
+        identifier = self.identifier(table)
+        name = ".".join(identifier)
+        if isinstance(data, pa.RecordBatchReader) and config.mode is WriteMode.UPSERT:
+            data = data.read_all()
+        stream = _ReplayGuard(data, name)
+
+        def stage(tx: Transaction, properties: dict[str, str]) -> _Staged:
+            return self._stage_write(name, tx, stream, config, properties)
+
+        attributes = {"iceberg.write_mode": config.mode.value}
+        with self.telemetry.span(_operation_name(config.mode), identifier, attributes) as span:
+            result = self._commit_with_retries(
+                identifier,
+                stage,
+                config.retry,
+                create_with=(stream.schema, config),
+                snapshot_properties=config.snapshot_properties,
+            )
+            _annotate_span(span, result)
+            return result
+
+    def upsert(
+        self,
+        table: TableRef,
+        data: pa.Table,
+        join_cols: Sequence[str],
+        when_matched_update_all: bool = True,
+        when_not_matched_insert_all: bool = True,
+        scope: UpsertScope | BooleanExpression = UpsertScope.TABLE,
+        config: WriteConfig | None = None,
+    ) -> WriteResult:
+        """Merge ``data`` into the table on ``join_cols`` in one commit.
+
+        ``scope`` is ``UpsertScope.TABLE`` (match across the table) or an expression for the
+        partition slice to match in (rows of other partitions are never touched).
+
+        Example:
+            >>> # manager.upsert("crm.customers", arrow_table, join_cols=["customer_id"])
+        """
+        row_filter = None if isinstance(scope, UpsertScope) else scope
+        base = (config or WriteConfig()).model_dump(exclude={"retry"})
+        base.update(
+            mode=WriteMode.UPSERT,
+            join_cols=tuple(join_cols),
+            when_matched_update_all=when_matched_update_all,
+            when_not_matched_insert_all=when_not_matched_insert_all,
+            row_filter=row_filter if row_filter is not None else base.get("row_filter"),
+            upsert_scope=UpsertScope.TABLE
+            if isinstance(scope, UpsertScope)
+            else UpsertScope.PARTITION,
+        )
+        retry = config.retry if config else self.retry
+        return self.write(table, data, WriteConfig(**base, retry=retry))
+
+    def _stage_write(
+        self,
+        name: str,
+        tx: Transaction,
+        stream: _ReplayGuard,
+        config: WriteConfig,
+        snapshot_properties: dict[str, str],
+    ) -> _Staged:
+        metadata = tx.table_metadata
+        schema_plan = plan_schema_update(
+            name, metadata.schema(), stream.schema, config.schema_update_mode
+        )
+        if not schema_plan.is_empty:
+            with tx.update_schema() as update:
+                schema_plan.apply(update)
+        changed = not schema_plan.is_empty
+        if config.partition_spec is not None:
+            spec_plan = plan_spec_update(
+                name,
+                tx.table_metadata.schema(),
+                tx.table_metadata.spec(),
+                config.partition_spec,
+                config.partition_spec_update_mode,
+            )
+            if not spec_plan.is_empty:
+                with tx.update_spec() as update_spec:
+                    spec_plan.apply(update_spec)
+                changed = True
+                log.info("Table %s: %s", name, "; ".join(spec_plan.describe()))
+        new_properties = {
+            key: value
+            for key, value in config.table_properties.items()
+            if metadata.properties.get(key) != value
+        }
+        if new_properties:
+            tx.set_properties(new_properties)
+            changed = True
+
+        schema = tx.table_metadata.schema()
+        staged = _Staged(changed=changed, schema_changes=tuple(schema_plan.describe()))
+        row_filter = config.row_filter
+        if config.mode is WriteMode.UPSERT:
+            return self._stage_upsert(
+                name, tx, stream.table(), config, schema, staged, snapshot_properties
+            )
+
+        partitioned = not tx.table_metadata.spec().is_unpartitioned()
+        if stream.is_stream and not partitioned and row_filter is None:
+            data: pa.Table | pa.RecordBatchReader = stream.conformed_reader(schema)
+        else:
+            data = conform_to_schema(name, stream.table(), schema)
+            if row_filter is not None:
+                check_rows_in_slice(name, data, row_filter, schema)
+            if config.mode is WriteMode.APPEND and data.num_rows == 0:
+                return staged
+
+        if config.mode is WriteMode.OVERWRITE:
+            tx.overwrite(
+                data,
+                overwrite_filter=row_filter if row_filter is not None else AlwaysTrue(),
+                snapshot_properties=snapshot_properties,
+            )
+        else:
+            tx.append(data, snapshot_properties=snapshot_properties)
+        staged.changed = True
+        return staged
+
+    def _stage_upsert(
+        self,
+        name: str,
+        tx: Transaction,
+        data: pa.Table,
+        config: WriteConfig,
+        schema: Schema,
+        staged: _Staged,
+        snapshot_properties: dict[str, str],
+    ) -> _Staged:
+        from floe_dagster_iceberg.upsert import stage_upsert, validate_upsert_input
+
+        validate_upsert_input(name, schema, data, config.join_cols)
+        conformed = conform_to_schema(name, data, schema)
+        scope_filter = AlwaysTrue()
+        if config.row_filter is not None:
+            check_rows_in_slice(name, conformed, config.row_filter, schema)
+            if config.upsert_scope is UpsertScope.PARTITION:
+                scope_filter = config.row_filter
+        outcome = stage_upsert(
+            tx,
+            conformed,
+            table_name=name,
+            join_cols=config.join_cols,
+            when_matched_update_all=config.when_matched_update_all,
+            when_not_matched_insert_all=config.when_not_matched_insert_all,
+            scope_filter=scope_filter,
+            snapshot_properties=snapshot_properties,
+        )
+        staged.rows_updated = outcome.rows_updated
+        staged.rows_inserted = outcome.rows_inserted
+        staged.rows_unchanged = outcome.rows_unchanged
+        staged.files_rewritten = outcome.files_rewritten
+        staged.changed = staged.changed or bool(outcome.rows_updated or outcome.rows_inserted)
+        return staged
+
+    # ------------------------------------------------------------------ commit loop
+
+    def _commit_with_retries(
+        self,
+        identifier: tuple[str, str],
+        stage: Callable[[Transaction, dict[str, str]], _Staged],
+        policy: RetryPolicy,
+        create_with: tuple[pa.Schema, WriteConfig] | None,
+        snapshot_properties: dict[str, str] | None = None,
+    ) -> WriteResult:
+        write_id = uuid.uuid4().hex
+        properties = {
+            **(snapshot_properties or {}),
+            WRITE_ID_PROPERTY: write_id,
+            WRITER_PROPERTY: f"floe-dagster-iceberg {__version__}",
+        }
+        name = ".".join(identifier)
+        last_error: Exception | None = None
+        for attempt in range(1, policy.max_attempts + 1):
+            created = False
+            try:
+                tx, created = self._open_transaction(identifier, create_with)
+                staged = stage(tx, properties)
+                if not staged.changed and not created:
+                    return WriteResult(
+                        table=name, snapshot_id=None, operation=None, commit_attempts=attempt
+                    )
+                committed = tx.commit_transaction()
+                return _result(name, committed, write_id, attempt, staged, created)
+            except CommitStateUnknownException as error:
+                last_error = error
+                found = self._find_committed_write(identifier, write_id)
+                if found is not None:
+                    log.warning(
+                        "Commit state of %s was unknown; the table shows it committed.", name
+                    )
+                    return _result(name, found, write_id, attempt, staged, created)
+                log.warning("Commit state of %s was unknown and it did not land; retrying.", name)
+            except Exception as error:
+                if not _is_retryable(error):
+                    raise
+                last_error = error
+                log.info(
+                    "Commit conflict on %s (attempt %d/%d): %s",
+                    name,
+                    attempt,
+                    policy.max_attempts,
+                    type(error).__name__,
+                )
+            if attempt < policy.max_attempts:
+                time.sleep(_backoff_seconds(policy, attempt))
+        raise CommitConflictError(
+            f"Table '{name}': the commit still conflicted with concurrent writers after "
+            f"{policy.max_attempts} attempts ({type(last_error).__name__}: {last_error}). "
+            "Nothing was committed; re-run, or raise the retry limit (RetryPolicy.max_attempts)."
+        ) from last_error
+
+    def _open_transaction(
+        self, identifier: tuple[str, str], create_with: tuple[pa.Schema, WriteConfig] | None
+    ) -> tuple[Transaction, bool]:
+        try:
+            return self.catalog.load_table(identifier).transaction(), False
+        except NoSuchTableError:
+            if create_with is None:
+                raise TableNotFoundError(
+                    f"Table '{'.'.join(identifier)}' does not exist; create it first."
+                ) from None
+        arrow_schema, config = create_with
+        schema = arrow_to_iceberg_schema(arrow_schema, respect_nullability=True)
+        self.ensure_namespace(identifier[0])
+        tx = self.catalog.create_table_transaction(
+            identifier,
+            schema=schema,
+            partition_spec=build_partition_spec(schema, config.partition_spec or ()),
+            sort_order=build_sort_order(schema, config.sort_order),
+            properties=dict(config.table_properties),
+        )
+        return tx, True
+
+    def _find_committed_write(self, identifier: tuple[str, str], write_id: str) -> Table | None:
+        try:
+            table = self.catalog.load_table(identifier)
+        except NoSuchTableError:
+            return None
+        if any(
+            s.summary and s.summary.get(WRITE_ID_PROPERTY) == write_id
+            for s in table.metadata.snapshots
+        ):
+            return table
+        return None
+
+    # ------------------------------------------------------------------ reads
+
+    def scan(
+        self,
+        table: TableRef,
+        row_filter: BooleanExpression | None = None,
+        columns: Sequence[str] | None = None,
+        snapshot_id: int | None = None,
+        as_of: datetime | None = None,
+        ref: str | None = None,
+        limit: int | None = None,
+    ) -> pa.Table:
+        """Read rows as Arrow, optionally filtered, projected and at a past snapshot, time or tag.
+
+        Example:
+            >>> # manager.scan("sales.orders", EqualTo("region", "eu"), columns=["id"], ref="v1")
+        """
+        identifier = self.identifier(table)
+        with self.telemetry.span("scan", identifier) as span:
+            result = self._plan_scan(
+                table, row_filter, columns, snapshot_id, as_of, ref, limit
+            ).to_arrow()
+            span.set_attribute("iceberg.rows", result.num_rows)
+            return result
+
+    def scan_batches(
+        self,
+        table: TableRef,
+        row_filter: BooleanExpression | None = None,
+        columns: Sequence[str] | None = None,
+        snapshot_id: int | None = None,
+        as_of: datetime | None = None,
+        ref: str | None = None,
+    ) -> pa.RecordBatchReader:
+        """Like :meth:`scan`, streaming record batches instead of one table."""
+        scan = self._plan_scan(table, row_filter, columns, snapshot_id, as_of, ref, None)
+        return scan.to_arrow_batch_reader()
+
+    def _plan_scan(
+        self,
+        table: TableRef,
+        row_filter: BooleanExpression | None,
+        columns: Sequence[str] | None,
+        snapshot_id: int | None,
+        as_of: datetime | None,
+        ref: str | None,
+        limit: int | None,
+    ) -> Any:
+        loaded = table if isinstance(table, Table) else self.load_table(table)
+        name = ".".join(self.identifier(loaded))
+        if sum(x is not None for x in (snapshot_id, as_of, ref)) > 1:
+            raise InvalidInputError(
+                f"Table '{name}': give at most one of snapshot_id, as_of and ref."
+            )
+        if as_of is not None:
+            snapshot = loaded.snapshot_as_of_timestamp(int(as_of.timestamp() * 1000))
+            if snapshot is None:
+                raise TableNotFoundError(
+                    f"Table '{name}' has no snapshot at or before {as_of.isoformat()}; "
+                    "its history starts later (see manager.snapshots())."
+                )
+            snapshot_id = snapshot.snapshot_id
+        if ref is not None:
+            snapshot = loaded.snapshot_by_name(ref)
+            if snapshot is None:
+                raise TableNotFoundError(
+                    f"Table '{name}' has no tag or branch {ref!r}; existing refs: "
+                    f"{sorted(loaded.refs())}."
+                )
+            snapshot_id = snapshot.snapshot_id
+        if snapshot_id is not None and loaded.snapshot_by_id(snapshot_id) is None:
+            raise TableNotFoundError(
+                f"Table '{name}' has no snapshot {snapshot_id} (it may have been expired)."
+            )
+        selected = ("*",)
+        if columns:
+            known = set(loaded.schema().column_names)
+            unknown = [c for c in columns if c not in known]
+            if unknown:
+                raise InvalidInputError(
+                    f"Table '{name}' has no column(s) {unknown}; columns are {sorted(known)}."
+                )
+            selected = tuple(columns)
+        return loaded.scan(
+            row_filter=row_filter if row_filter is not None else AlwaysTrue(),
+            selected_fields=selected,
+            snapshot_id=snapshot_id,
+            limit=limit,
+        )
+
+    def count(self, table: TableRef, row_filter: BooleanExpression | None = None) -> int:
+        """Number of rows in the table, or in the slice ``row_filter`` selects."""
+        loaded = table if isinstance(table, Table) else self.load_table(table)
+        if loaded.current_snapshot() is None:
+            return 0
+        return loaded.scan(
+            row_filter=row_filter if row_filter is not None else AlwaysTrue()
+        ).count()
+
+    # ------------------------------------------------------------------ history
+
+    def snapshots(self, table: TableRef) -> list[SnapshotInfo]:
+        """The table's snapshots, oldest first."""
+        loaded = self.load_table(table)
+        return [
+            SnapshotInfo(
+                snapshot_id=s.snapshot_id,
+                parent_id=s.parent_snapshot_id,
+                timestamp_ms=s.timestamp_ms,
+                operation=s.summary.operation.value if s.summary else None,
+                summary={
+                    k: str(v)
+                    for k, v in (s.summary.additional_properties if s.summary else {}).items()
+                },
+                schema_id=s.schema_id,
+            )
+            for s in sorted(
+                loaded.metadata.snapshots, key=lambda s: (s.timestamp_ms, s.sequence_number or 0)
+            )
+        ]
+
+    def rollback(self, table: TableRef, snapshot_id: int) -> SnapshotInfo:
+        """Make an earlier snapshot (an ancestor of the current one) current again."""
+        loaded = self.load_table(table)
+        name = ".".join(self.identifier(loaded))
+        if loaded.snapshot_by_id(snapshot_id) is None:
+            raise TableNotFoundError(f"Table '{name}' has no snapshot {snapshot_id}.")
+        with (
+            self.telemetry.span("rollback", self.identifier(loaded)),
+            loaded.manage_snapshots() as manage,
+        ):
+            manage.rollback_to_snapshot(snapshot_id)
+        return next(s for s in self.snapshots(loaded) if s.snapshot_id == snapshot_id)
+
+    def tag(self, table: TableRef, name: str, snapshot_id: int | None = None) -> int:
+        """Tag a snapshot (the current one by default) so it can be read by name and survives expiry."""
+        loaded = self.load_table(table)
+        target = snapshot_id if snapshot_id is not None else _current_snapshot_id(loaded)
+        with (
+            self.telemetry.span("tag", self.identifier(loaded)),
+            loaded.manage_snapshots() as manage,
+        ):
+            manage.create_tag(target, name)
+        return target
+
+    # ------------------------------------------------------------------ maintenance
+
+    def compact(
+        self,
+        table: TableRef,
+        target_file_size_bytes: int = 128 * 1024 * 1024,
+        min_input_files: int = 2,
+        partition_filter: BooleanExpression | None = None,
+    ) -> CompactionResult:
+        """Bin-pack small files per partition in one commit; see :mod:`floe_dagster_iceberg.maintenance`."""
+        from floe_dagster_iceberg import maintenance
+
+        with self.telemetry.span("compact", self.identifier(table)):
+            return maintenance.compact(
+                self,
+                self.load_table(table),
+                target_file_size_bytes=target_file_size_bytes,
+                min_input_files=min_input_files,
+                partition_filter=partition_filter,
+            )
+
+    def expire_snapshots(
+        self,
+        table: TableRef,
+        older_than: datetime | timedelta | None = None,
+        retain_last: int | None = None,
+    ) -> ExpireSnapshotsResult:
+        """Expire old snapshots and delete the files only they referenced."""
+        from floe_dagster_iceberg import maintenance
+
+        with self.telemetry.span("expire", self.identifier(table)):
+            return maintenance.expire_snapshots(
+                self, self.load_table(table), older_than=older_than, retain_last=retain_last
+            )
+
+    def remove_orphan_files(
+        self, table: TableRef, older_than: timedelta = timedelta(days=3), dry_run: bool = False
+    ) -> OrphanFilesResult:
+        """Delete files under the table location that no metadata references."""
+        from floe_dagster_iceberg import maintenance
+
+        with self.telemetry.span("remove_orphans", self.identifier(table)):
+            return maintenance.remove_orphan_files(
+                self, self.load_table(table), older_than=older_than, dry_run=dry_run
+            )
+
+    def rewrite_manifests(self, table: TableRef) -> RewriteManifestsResult:
+        """Rewrite the current snapshot's manifests into few, well-clustered ones."""
+        from floe_dagster_iceberg import maintenance
+
+        with self.telemetry.span("rewrite_manifests", self.identifier(table)):
+            return maintenance.rewrite_manifests(self, self.load_table(table))
+
+    def table_health(
+        self, table: TableRef, small_file_threshold_bytes: int | None = None
+    ) -> TableHealth:
+        """Storage metrics: files, bytes, small files, partitions, rows, snapshots, manifests."""
+        from floe_dagster_iceberg import maintenance
+
+        with self.telemetry.span("health", self.identifier(table)):
+            return maintenance.table_health(
+                self, self.load_table(table), small_file_threshold_bytes=small_file_threshold_bytes
+            )
+
+    def partition_fields(self, table: TableRef) -> list[PartitionField]:
+        """The table's current (live) partition fields."""
+        loaded = self.load_table(table)
+        return partition_fields_of(loaded.schema(), loaded.spec())
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _operation_name(mode: WriteMode) -> str:
+    return "upsert" if mode is WriteMode.UPSERT else "write"
+
+
+def _backoff_seconds(policy: RetryPolicy, attempt: int) -> float:
+    ceiling = min(policy.max_backoff_seconds, policy.initial_backoff_seconds * 2 ** (attempt - 1))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def _current_snapshot_id(table: Table) -> int:
+    snapshot = table.current_snapshot()
+    if snapshot is None:
+        raise TableNotFoundError(f"Table '{'.'.join(table.name())}' has no snapshot yet.")
+    return snapshot.snapshot_id
+
+
+def _result(
+    name: str, table: Table, write_id: str, attempts: int, staged: _Staged, created: bool
+) -> WriteResult:
+    ours = [
+        s
+        for s in table.metadata.snapshots
+        if s.summary and s.summary.get(WRITE_ID_PROPERTY) == write_id
+    ]
+    totals = dict.fromkeys(_SUMMARY_TOTALS, 0)
+    for snapshot in ours:
+        for field_name, summary_key in _SUMMARY_TOTALS.items():
+            totals[field_name] += int(snapshot.summary.get(summary_key) or 0)
+    last = max(ours, key=lambda s: s.sequence_number or 0) if ours else None
+    operation = None
+    if last is not None:
+        operation = "overwrite" if len(ours) > 1 else last.summary.operation.value
+    return WriteResult(
+        table=name,
+        snapshot_id=last.snapshot_id if last else _snapshot_id_or_none(table),
+        operation=operation,
+        commit_attempts=attempts,
+        schema_changes=staged.schema_changes,
+        rows_updated=staged.rows_updated,
+        rows_inserted=staged.rows_inserted,
+        rows_unchanged=staged.rows_unchanged,
+        files_rewritten=staged.files_rewritten,
+        created_table=created,
+        **totals,
+    )
+
+
+def _snapshot_id_or_none(table: Table) -> int | None:
+    snapshot = table.current_snapshot()
+    return snapshot.snapshot_id if snapshot else None
+
+
+def _annotate_span(span: Any, result: WriteResult) -> None:
+    span.set_attribute("iceberg.commit_attempts", result.commit_attempts)
+    if result.snapshot_id is not None:
+        span.set_attribute("iceberg.snapshot_id", result.snapshot_id)
+    span.set_attribute("iceberg.rows_added", result.rows_added)
+    span.set_attribute("iceberg.rows_deleted", result.rows_deleted)
+    span.set_attribute("iceberg.files_added", result.files_added)
+    span.set_attribute("iceberg.bytes_added", result.bytes_added)
+
+
+def _config_differences(config: TableConfig, table: Table) -> tuple[str, ...]:
+    differences = []
+    existing = {f.name: f for f in table.schema().fields}
+    wanted = iceberg_schema_from_columns(config.table_schema)
+    for field in wanted.fields:
+        current = existing.get(field.name)
+        if current is None:
+            differences.append(f"column {field.name} is not in the table")
+        elif type_to_string(current.field_type) != type_to_string(field.field_type):
+            differences.append(
+                f"column {field.name}: table has {type_to_string(current.field_type)}, "
+                f"config has {type_to_string(field.field_type)}"
+            )
+        elif current.required != field.required:
+            differences.append(f"column {field.name}: required={current.required} in the table")
+    differences += [
+        f"column {n} is not in the config" for n in existing if n not in wanted.column_names
+    ]
+    have = {
+        (f.source_column, f.notation) for f in partition_fields_of(table.schema(), table.spec())
+    }
+    want = {(f.source_column, f.notation) for f in config.partition_spec}
+    if have != want:
+        differences.append(f"partition spec: table has {sorted(have)}, config has {sorted(want)}")
+    return tuple(differences)
+
+
+def _referenced_columns(expression: BooleanExpression) -> list[str]:
+    if isinstance(expression, And | Or):
+        return _referenced_columns(expression.left) + _referenced_columns(expression.right)
+    if isinstance(expression, Not):
+        return _referenced_columns(expression.child)
+    term = getattr(expression, "term", None)
+    return [term.name] if term is not None and hasattr(term, "name") else []
+
+
+def check_rows_in_slice(
+    name: str, data: pa.Table, row_filter: BooleanExpression, schema: Schema
+) -> None:
+    """Refuse rows that fall outside ``row_filter`` (nulls included), naming how many and which values."""
+    if data.num_rows == 0:
+        return
+    expression = expression_to_pyarrow(bind(schema, row_filter, case_sensitive=True))
+    outside = data.filter(~expression | expression.is_null())
+    if outside.num_rows == 0:
+        return
+    columns = list(
+        dict.fromkeys(c for c in _referenced_columns(row_filter) if c in data.column_names)
+    )
+    samples = outside.select(columns).slice(0, 5).to_pylist() if columns else []
+    nulls = [c for c in columns if outside.column(c).null_count]
+    hint = f" Column(s) {nulls} hold nulls, which belong to no partition." if nulls else ""
+    raise PartitionMismatchError(
+        f"Table '{name}': {outside.num_rows} of {data.num_rows} row(s) fall outside the slice this "
+        f"run owns ({row_filter}); for example {samples}.{hint} Filter the output to the run's "
+        "partition (context.partition_key / partition_time_window) before returning it."
+    )
+
+
+class _ReplayGuard:
+    """Holds the data of a write; a stream can be consumed by one attempt only."""
+
+    def __init__(self, data: pa.Table | pa.RecordBatchReader, name: str) -> None:
+        self._data = data
+        self._name = name
+        self._consumed = False
+        self.schema: pa.Schema = data.schema
+
+    @property
+    def is_stream(self) -> bool:
+        return isinstance(self._data, pa.RecordBatchReader)
+
+    def table(self) -> pa.Table:
+        if isinstance(self._data, pa.RecordBatchReader):
+            self._guard()
+            self._data = self._data.read_all()
+        return self._data
+
+    def conformed_reader(self, schema: Schema) -> pa.RecordBatchReader:
+        self._guard()
+        reader = self._data
+        target_schema = conform_to_schema(self._name, reader.schema.empty_table(), schema).schema
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for batch in reader:
+                yield from conform_to_schema(
+                    self._name, pa.Table.from_batches([batch]), schema
+                ).to_batches()
+
+        return pa.RecordBatchReader.from_batches(target_schema, batches())
+
+    def _guard(self) -> None:
+        if self._consumed:
+            raise CommitConflictError(
+                f"Table '{self._name}': a streamed write conflicted with a concurrent commit after "
+                "its batches were consumed; re-run it (the stream cannot be replayed)."
+            )
+        self._consumed = True
