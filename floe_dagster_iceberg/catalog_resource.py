@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from dagster import Config, ConfigurableResource
 from pydantic import Field
@@ -23,6 +23,7 @@ from floe_dagster_iceberg.models import RetryPolicy
 __all__ = [
     "HOME_ENV_VAR",
     "CustomCatalogConfig",
+    "EmbeddedCatalogConfig",
     "IcebergCatalogResource",
     "RestCatalogConfig",
     "S3StorageConfig",
@@ -148,9 +149,31 @@ class S3StorageConfig(Config):
         return {key: value for key, value in properties.items() if value is not None}
 
 
-CatalogConfig = Annotated[
-    SqlCatalogConfig | RestCatalogConfig | CustomCatalogConfig, Field(discriminator="type")
-]
+class EmbeddedCatalogConfig(Config):
+    """The zero-config default: SQLite catalog and local warehouse under ``$FLOE_ICEBERG_HOME``.
+
+    Example:
+        >>> EmbeddedCatalogConfig().type
+        'embedded'
+    """
+
+    type: Literal["embedded"] = "embedded"
+    home: str | None = Field(
+        default=None,
+        description="Directory for catalog.db and warehouse/ (default: $FLOE_ICEBERG_HOME or ./.floe)",
+    )
+
+    def home_path(self) -> Path:
+        return Path(self.home).resolve() if self.home else default_home()
+
+    def to_properties(self) -> dict[str, str]:
+        home = self.home_path()
+        return {
+            "type": "sql",
+            "uri": f"sqlite:///{home / 'catalog.db'}",
+            "warehouse": (home / "warehouse").as_uri(),
+        }
+
 
 _CATALOGS: dict[tuple[Any, ...], Catalog] = {}
 _CATALOGS_LOCK = threading.Lock()
@@ -178,8 +201,12 @@ class IcebergCatalogResource(ConfigurableResource):
     name: str = Field(
         default="floe", description="Catalog name (SQL catalogs key their tables by it)"
     )
-    catalog: CatalogConfig | None = Field(
-        default=None, description="Catalog config; omit for the embedded SQLite default"
+    catalog: EmbeddedCatalogConfig | SqlCatalogConfig | RestCatalogConfig | CustomCatalogConfig = (
+        Field(
+            default_factory=EmbeddedCatalogConfig,
+            discriminator="type",
+            description="Catalog config; the default is the embedded SQLite catalog",
+        )
     )
     storage: S3StorageConfig | None = Field(default=None, description="Object storage settings")
     properties: dict[str, str] = Field(
@@ -191,7 +218,7 @@ class IcebergCatalogResource(ConfigurableResource):
 
     def catalog_properties(self) -> dict[str, str]:
         """All PyIceberg properties of the catalog, secrets included: never log this."""
-        properties = self.catalog.to_properties() if self.catalog else _embedded_properties()
+        properties = self.catalog.to_properties()
         if self.storage:
             properties.update(self.storage.to_properties())
         properties.update(self.properties)
@@ -199,7 +226,10 @@ class IcebergCatalogResource(ConfigurableResource):
 
     @property
     def catalog_type(self) -> str:
-        return self.catalog.type if self.catalog else "sql"
+        """``sql`` for the embedded default, else the config's type (``custom``: its own 'type')."""
+        if isinstance(self.catalog, CustomCatalogConfig):
+            return self.catalog.properties.get("type", "custom")
+        return "sql" if isinstance(self.catalog, EmbeddedCatalogConfig) else self.catalog.type
 
     @property
     def catalog_uri(self) -> str | None:
@@ -225,9 +255,8 @@ class IcebergCatalogResource(ConfigurableResource):
         )
 
     def _connect(self, properties: dict[str, str]) -> Catalog:
-        if self.catalog is None:
-            home = default_home()
-            (home / "warehouse").mkdir(parents=True, exist_ok=True)
+        if isinstance(self.catalog, EmbeddedCatalogConfig):
+            (self.catalog.home_path() / "warehouse").mkdir(parents=True, exist_ok=True)
         if properties.get("type") == "sql" and properties.get("uri", "").startswith("sqlite:"):
             properties = {"init_catalog_tables": "true", **properties}
         try:
@@ -244,15 +273,6 @@ class IcebergCatalogResource(ConfigurableResource):
                 f"{type(error).__name__}: {_redact(str(error), properties)}. Check that it runs "
                 "and that the credentials are right."
             ) from None
-
-
-def _embedded_properties() -> dict[str, str]:
-    home = default_home()
-    return {
-        "type": "sql",
-        "uri": f"sqlite:///{home / 'catalog.db'}",
-        "warehouse": (home / "warehouse").as_uri(),
-    }
 
 
 def _redact_uri(uri: str) -> str:
