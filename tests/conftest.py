@@ -1,0 +1,226 @@
+"""Shared fixtures: real catalogs and storage for every test.
+
+Servers (PostgreSQL via pgserver, SeaweedFS via ``weed mini``) are session-scoped and start
+only when a test asks for them, so a run of SQLite-only tests starts nothing. A server that
+cannot start fails the tests that need it, with the reason and the server log tail.
+
+Catalog fixtures return plain, JSON-serialisable ``dict[str, str]`` PyIceberg properties, so
+the same catalog can be opened in subprocesses. Every catalog is loaded under the one name
+:data:`infra.catalogs.CATALOG_NAME` (``"floe"``): ``SqlCatalog`` keys its rows by catalog
+name, so processes must agree on it. Tests are isolated by a fresh SQLite file / PostgreSQL
+database per test and, on the shared REST catalog, by the unique ``namespace`` fixture.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+if _TESTS_DIR not in sys.path:  # `import infra` also under --import-mode=importlib
+    sys.path.insert(0, _TESTS_DIR)
+
+from infra.catalogs import (  # noqa: E402
+    CATALOG_KINDS,
+    CATALOG_NAME,
+    catalog_kind_of,
+    dispose_catalog,
+    initialise_sql_catalog,
+    load_test_catalog,
+    sqlite_catalog_properties_for,
+    unique_name,
+)
+from infra.postgres import PostgresServer, PostgresStartError  # noqa: E402
+from infra.seaweedfs import SeaweedFS, SeaweedFSStartError  # noqa: E402
+from infra.warehouse import list_warehouse_files, table_files  # noqa: E402
+
+# Start-up times of the session's servers, printed at the end of the run.
+_STARTUP_SECONDS: dict[str, float] = {}
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _STARTUP_SECONDS:
+        timings = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in _STARTUP_SECONDS.items())
+        terminalreporter.write_line(f"test servers started: {timings}")
+
+
+# -- servers -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL 16 server for the session (Unix socket only), stopped at session end."""
+    server = PostgresServer()
+    try:
+        server.start()
+    except PostgresStartError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    assert server.start_seconds is not None
+    _STARTUP_SECONDS["postgres"] = server.start_seconds
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _start_seaweedfs() -> SeaweedFS:
+    server = SeaweedFS()
+    try:
+        server.start()
+    except SeaweedFSStartError as exc:
+        server.close()
+        pytest.fail(str(exc), pytrace=False)
+    except BaseException:
+        server.close()
+        raise
+    return server
+
+
+@pytest.fixture(scope="session")
+def seaweedfs() -> Iterator[SeaweedFS]:
+    """The session's SeaweedFS: S3 on ``seaweedfs.s3_endpoint`` and an Iceberg REST catalog.
+
+    Shared by many tests: do not stop it. Outage tests use ``seaweedfs_factory``.
+    """
+    server = _start_seaweedfs()
+    _STARTUP_SECONDS["seaweedfs"] = server.start_seconds[0]
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def seaweedfs_factory() -> Iterator[Callable[[], SeaweedFS]]:
+    """Start private SeaweedFS instances that a test may stop, kill and restart at will.
+
+    Each call returns a started instance; all are closed (and their data deleted) when the
+    test ends, whatever the outcome.
+    """
+    servers: list[SeaweedFS] = []
+
+    def start() -> SeaweedFS:
+        server = _start_seaweedfs()
+        servers.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.close()
+
+
+# -- catalog properties ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sqlite_catalog_properties(tmp_path: Path) -> dict[str, str]:
+    """SQLite catalog ``<tmp>/sqlite/catalog.db``, warehouse ``file://<tmp>/sqlite/warehouse``.
+
+    ``<tmp>`` is this test's fresh ``tmp_path``.
+    """
+    properties = sqlite_catalog_properties_for(tmp_path / "sqlite")
+    initialise_sql_catalog(properties)
+    return properties
+
+
+@pytest.fixture
+def postgres_database(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for this test (dropped afterwards)."""
+    name = postgres_server.create_database()
+    try:
+        yield name
+    finally:
+        postgres_server.drop_database(name)
+
+
+@pytest.fixture
+def postgres_catalog_properties(
+    postgres_server: PostgresServer, postgres_database: str, tmp_path: Path
+) -> dict[str, str]:
+    """SQL catalog in a fresh PostgreSQL database, ``file://`` warehouse in tmp.
+
+    The catalog tables already exist, so concurrent processes opening the catalog do not race
+    to create them.
+    """
+    warehouse = tmp_path / "postgres" / "warehouse"
+    warehouse.mkdir(parents=True)
+    properties = {
+        "type": "sql",
+        "uri": postgres_server.sqlalchemy_uri(postgres_database),
+        "warehouse": warehouse.as_uri(),
+    }
+    initialise_sql_catalog(properties)
+    return properties
+
+
+@pytest.fixture
+def rest_catalog_properties(seaweedfs: SeaweedFS) -> dict[str, str]:
+    """The Iceberg REST catalog of the session's SeaweedFS, data on its S3 endpoint.
+
+    The catalog is shared by the whole session: use the ``namespace`` fixture for isolation.
+    """
+    return seaweedfs.rest_catalog_properties()
+
+
+@pytest.fixture
+def s3_sql_catalog_properties(seaweedfs: SeaweedFS, tmp_path: Path) -> dict[str, str]:
+    """SQLite catalog in tmp with its warehouse on SeaweedFS S3 (``s3://data/<unique>``)."""
+    properties = seaweedfs.sql_catalog_properties(
+        sqlite_catalog_properties_for(tmp_path / "s3sql")["uri"], prefix=unique_name("wh")
+    )
+    initialise_sql_catalog(properties)
+    return properties
+
+
+@pytest.fixture(params=CATALOG_KINDS)
+def catalog_properties(request: pytest.FixtureRequest) -> dict[str, str]:
+    """PyIceberg properties of each catalog kind in turn: ``sqlite``, ``postgres``, ``rest``."""
+    return dict(request.getfixturevalue(f"{request.param}_catalog_properties"))
+
+
+@pytest.fixture
+def catalog_kind(catalog_properties: dict[str, str]) -> str:
+    """``"sqlite"``, ``"postgres"`` or ``"rest"``: the kind behind ``catalog_properties``."""
+    return catalog_kind_of(catalog_properties)
+
+
+@pytest.fixture
+def catalog(catalog_properties: dict[str, str]):
+    """``load_catalog("floe", **catalog_properties)``; connections closed after the test."""
+    loaded = load_test_catalog(catalog_properties)
+    try:
+        yield loaded
+    finally:
+        dispose_catalog(loaded)
+
+
+@pytest.fixture
+def catalog_name() -> str:
+    """The catalog name every process must use: ``"floe"``."""
+    return CATALOG_NAME
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A unique namespace name (``t_<hex>``) for this test; not created yet."""
+    return unique_name("t")
+
+
+@pytest.fixture
+def warehouse_files():
+    """List the files that exist under a table location, local or S3: ``{uri: size}``.
+
+    Call as ``warehouse_files(table)`` or ``warehouse_files(location, properties)``.
+    """
+
+    def list_files(target, properties: dict[str, str] | None = None) -> dict[str, int]:
+        if isinstance(target, str):
+            return list_warehouse_files(target, properties)
+        return table_files(target)
+
+    return list_files
