@@ -10,6 +10,7 @@ import logging
 import random
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -400,11 +401,14 @@ class IcebergTableManager:
                 return staged
 
         if config.mode is WriteMode.OVERWRITE:
-            tx.overwrite(
-                data,
-                overwrite_filter=row_filter if row_filter is not None else AlwaysTrue(),
-                snapshot_properties=snapshot_properties,
-            )
+            with warnings.catch_warnings():
+                # Replacing a slice that is still empty is normal, not worth a warning.
+                warnings.filterwarnings("ignore", "Delete operation did not match any records")
+                tx.overwrite(
+                    data,
+                    overwrite_filter=row_filter if row_filter is not None else AlwaysTrue(),
+                    snapshot_properties=snapshot_properties,
+                )
         else:
             tx.append(data, snapshot_properties=snapshot_properties)
         staged.changed = True
@@ -591,22 +595,8 @@ class IcebergTableManager:
             raise InvalidInputError(
                 f"Table '{name}': give at most one of snapshot_id, as_of and ref."
             )
-        if as_of is not None:
-            snapshot = loaded.snapshot_as_of_timestamp(int(as_of.timestamp() * 1000))
-            if snapshot is None:
-                raise TableNotFoundError(
-                    f"Table '{name}' has no snapshot at or before {as_of.isoformat()}; "
-                    "its history starts later (see manager.snapshots())."
-                )
-            snapshot_id = snapshot.snapshot_id
-        if ref is not None:
-            snapshot = loaded.snapshot_by_name(ref)
-            if snapshot is None:
-                raise TableNotFoundError(
-                    f"Table '{name}' has no tag or branch {ref!r}; existing refs: "
-                    f"{sorted(loaded.refs())}."
-                )
-            snapshot_id = snapshot.snapshot_id
+        if as_of is not None or ref is not None:
+            snapshot_id = self.snapshot_id_for(loaded, as_of=as_of, ref=ref)
         if snapshot_id is not None and loaded.snapshot_by_id(snapshot_id) is None:
             raise TableNotFoundError(
                 f"Table '{name}' has no snapshot {snapshot_id} (it may have been expired)."
@@ -626,6 +616,30 @@ class IcebergTableManager:
             snapshot_id=snapshot_id,
             limit=limit,
         )
+
+    def snapshot_id_for(
+        self, table: TableRef, as_of: datetime | None = None, ref: str | None = None
+    ) -> int:
+        """The snapshot current at ``as_of``, or the head of tag/branch ``ref``."""
+        loaded = table if isinstance(table, Table) else self.load_table(table)
+        name = ".".join(self.identifier(loaded))
+        if ref is not None:
+            snapshot = loaded.snapshot_by_name(ref)
+            if snapshot is None:
+                raise TableNotFoundError(
+                    f"Table '{name}' has no tag or branch {ref!r}; existing refs: "
+                    f"{sorted(loaded.refs())}."
+                )
+            return snapshot.snapshot_id
+        if as_of is None:
+            return _current_snapshot_id(loaded)
+        snapshot = loaded.snapshot_as_of_timestamp(int(as_of.timestamp() * 1000))
+        if snapshot is None:
+            raise TableNotFoundError(
+                f"Table '{name}' has no snapshot at or before {as_of.isoformat()}; "
+                "its history starts later (see manager.snapshots())."
+            )
+        return snapshot.snapshot_id
 
     def count(self, table: TableRef, row_filter: BooleanExpression | None = None) -> int:
         """Number of rows in the table, or in the slice ``row_filter`` selects."""
