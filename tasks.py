@@ -1,0 +1,58 @@
+"""Two commands for a fresh machine with Python 3.11 and pip: ``demo`` and ``test``.
+
+    python3 tasks.py demo   # venv + install + materialize the example project, print a report
+    python3 tasks.py test   # venv + install test extras + run the whole test suite
+
+Both create ``.venv`` next to this file on first use and reuse it afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+PYTHON = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def _ensure_venv(extras: str) -> None:
+    if sys.version_info < (3, 11):
+        sys.exit(f"Python 3.11 or newer is needed, this is {sys.version.split()[0]}.")
+    if not PYTHON.exists():
+        print(f"Creating {VENV} ...", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    fingerprint = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
+    stamp = VENV / f".installed-{extras or 'base'}"
+    if stamp.exists() and stamp.read_text() == fingerprint:
+        return
+    print(f"Installing floe-dagster-iceberg[{extras}] into {VENV} ...", flush=True)
+    pip = [str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "--upgrade", "pip"], check=True)
+    subprocess.run([*pip, "-e", f".[{extras}]" if extras else "."], check=True, cwd=ROOT)
+    stamp.write_text(fingerprint)
+
+
+def demo() -> int:
+    _ensure_venv("")
+    return subprocess.call([str(PYTHON), "-m", "example_project.demo"], cwd=ROOT)
+
+
+def test(pytest_args: list[str]) -> int:
+    _ensure_venv("test")
+    return subprocess.call([str(PYTHON), "-m", "pytest", *pytest_args], cwd=ROOT)
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in ("demo", "test"):
+        print(__doc__)
+        return 2
+    return demo() if sys.argv[1] == "demo" else test(sys.argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
