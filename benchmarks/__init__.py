@@ -1,0 +1,1 @@
+"""Benchmarks of floe-dagster-iceberg against raw Parquet, PyIceberg and dagster-iceberg."""

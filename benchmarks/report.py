@@ -1,0 +1,364 @@
+"""Turn a results JSON into the markdown table, the target verdicts and the ratio chart.
+
+    python -m benchmarks.report benchmarks/results/2026-11-21.json   # re-render .md and .png
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+SYSTEM_ORDER = ["raw_parquet", "pyiceberg", "dagster_iceberg", "floe"]
+LABELS = {
+    "raw_parquet": "raw Parquet",
+    "pyiceberg": "PyIceberg",
+    "dagster_iceberg": "dagster-iceberg",
+    "floe": "floe",
+}
+CASE_TITLES = {
+    "sequential_writes": "1. sequential partitioned writes",
+    "concurrent_writes": "2. concurrent partition writes",
+    "upsert": "3. upsert into one partition",
+    "partition_read": "4. read one partition",
+    "range_backfill": "5. single-run range backfill",
+    "compaction": "6. compaction",
+}
+
+
+def _title(case: str) -> str:
+    if case.startswith("concurrent_writes_"):
+        return f"2. concurrent writes, {case.rsplit('_', 1)[1]} processes"
+    return CASE_TITLES.get(case, case)
+
+
+def _entry(results: dict[str, Any], case: str, system: str) -> dict[str, Any] | None:
+    return results.get("summary", {}).get(case, {}).get(system)
+
+
+def _median(results: dict[str, Any], case: str, system: str) -> float | None:
+    entry = _entry(results, case, system)
+    if entry and entry.get("status") == "ok":
+        return entry["median"]
+    return None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b <= 0:
+        return None
+    return a / b
+
+
+def _fmt_ratio(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.2f}x" if value < 10 else f"{value:.0f}x"
+
+
+def _fmt_seconds(value: float | None) -> str:
+    if value is None:
+        return "–"
+    if value < 0.1:
+        return f"{value * 1000:.1f} ms"
+    return f"{value:.2f} s"
+
+
+# ------------------------------------------------------------------------ targets
+
+
+def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target of the issue, with the measured number and met / missed / not measured."""
+    targets: list[dict[str, Any]] = []
+
+    def add(name: str, goal: str, met: bool | None, measured: str) -> None:
+        verdict = "not measured" if met is None else ("met" if met else "missed")
+        targets.append({"target": name, "goal": goal, "verdict": verdict, "measured": measured})
+
+    floe_w = _median(results, "sequential_writes", "floe")
+    raw_w = _median(results, "sequential_writes", "raw_parquet")
+    di_w = _median(results, "sequential_writes", "dagster_iceberg")
+    r = _ratio(floe_w, raw_w)
+    add(
+        "partitioned write vs raw Parquet",
+        "floe within 1.3x of raw Parquet",
+        None if r is None else r <= 1.3,
+        f"{_fmt_ratio(r)} ({_fmt_seconds(floe_w)} vs {_fmt_seconds(raw_w)})",
+    )
+    add(
+        "partitioned write vs dagster-iceberg",
+        "floe faster than dagster-iceberg",
+        None if floe_w is None or di_w is None else floe_w < di_w,
+        f"floe {_fmt_seconds(floe_w)}, dagster-iceberg {_fmt_seconds(di_w)}"
+        + (f" ({_fmt_ratio(_ratio(di_w, floe_w))} slower)" if di_w and floe_w else ""),
+    )
+
+    conc_cases = sorted(c for c in results.get("summary", {}) if c.startswith("concurrent_writes_"))
+    parts, all_zero, seen = [], True, False
+    for case in conc_cases:
+        entry = _entry(results, case, "floe")
+        writers = case.rsplit("_", 1)[1]
+        if entry and entry.get("status") == "ok":
+            seen = True
+            worst = max(entry["failures"])
+            lost = entry.get("extra", {}).get("rows_lost", 0)
+            all_zero = all_zero and worst == 0 and not lost
+            parts.append(f"{writers} writers: {worst} failed")
+        else:
+            all_zero = False
+            parts.append(f"{writers} writers: run {entry.get('status') if entry else 'missing'}")
+        other = _entry(results, case, "dagster_iceberg")
+        if other and other.get("status") == "ok":
+            parts[-1] += f" (dagster-iceberg: {max(other['failures'])} of {writers} failed)"
+    add("concurrent writes", "0 failures at every writer count", all_zero if seen else None, "; ".join(parts) or "–")
+
+    floe_u = _median(results, "upsert", "floe")
+    for other in ("pyiceberg", "dagster_iceberg"):
+        theirs = _median(results, "upsert", other)
+        r = _ratio(theirs, floe_u)
+        add(
+            f"upsert vs {LABELS[other]}",
+            "floe at least 5x faster",
+            None if r is None else r >= 5,
+            f"{_fmt_ratio(r)} faster ({_fmt_seconds(floe_u)} vs {_fmt_seconds(theirs)})",
+        )
+
+    floe_r = _median(results, "partition_read", "floe")
+    raw_r = _median(results, "partition_read", "raw_parquet")
+    r = _ratio(floe_r, raw_r)
+    add(
+        "partition read vs raw Parquet",
+        "floe within 1.2x of the filtered Parquet read",
+        None if r is None else r <= 1.2,
+        f"{_fmt_ratio(r)} ({_fmt_seconds(floe_r)} vs {_fmt_seconds(raw_r)}, cold read in a fresh process)",
+    )
+
+    entry = _entry(results, "range_backfill", "floe")
+    di = _entry(results, "range_backfill", "dagster_iceberg")
+    measured = (
+        f"floe: {entry['status']}" + (f" in {_fmt_seconds(entry.get('median'))}" if entry and entry.get("status") == "ok" else f" ({entry.get('reason')})" if entry else "")
+        if entry
+        else "floe: not run"
+    )
+    if di:
+        measured += f"; dagster-iceberg: {di['status']}" + (f" ({di.get('reason')})" if di.get("reason") else "")
+    add("range backfill", "works in one run", None if entry is None else entry.get("status") == "ok", measured)
+    return targets
+
+
+# ------------------------------------------------------------------------ markdown
+
+
+def _cell(results: dict[str, Any], case: str, system: str) -> str:
+    entry = _entry(results, case, system)
+    if entry is None:
+        return "not run"
+    if entry.get("status") == "n/a":
+        return "n/a"
+    if entry.get("status") == "failed" or not entry.get("ok"):
+        return "**failed**"
+    text = f"{_fmt_seconds(entry['median'])} ({_fmt_seconds(entry['min'])}–{_fmt_seconds(entry['max'])})"
+    failures = entry.get("failures") or []
+    if case.startswith("concurrent_writes_"):
+        text += f", {max(failures)} failed"
+    return text
+
+
+def markdown(results: dict[str, Any]) -> str:
+    systems = [s for s in SYSTEM_ORDER if s in results.get("systems", SYSTEM_ORDER)]
+    cases = list(results.get("summary", {}))
+    lines: list[str] = []
+    m = results.get("machine", {})
+    lines.append(f"# Benchmark results {results.get('date')}" + (" (smoke sizes)" if results.get("smoke") else ""))
+    lines.append("")
+    lines.append(
+        f"Machine: {m.get('usable_cpus')} cores ({m.get('cpu_model', '?')}), {m.get('memory_gib', '?')} GiB memory, "
+        f"{m.get('platform', '?')}, Python {m.get('python', '?')}. "
+        f"{results.get('repeats')} repeats per cell, each in a fresh process with a fresh warehouse; "
+        "time is the median (min–max)."
+    )
+    lines.append("")
+    lines.append("## Ratios")
+    lines.append("")
+    lines.append("Median time of each system divided by raw Parquet's (the floor) and by floe's; lower is better.")
+    lines.append("")
+    header = "| workload | " + " | ".join(f"{LABELS[s]} / raw" for s in systems if s != "raw_parquet")
+    if "floe" in systems:
+        header += " | " + " | ".join(f"{LABELS[s]} / floe" for s in systems if s != "floe")
+    header += " |"
+    lines.append(header)
+    lines.append("|" + "---|" * (header.count("|") - 1))
+    for case in cases:
+        row = [_title(case)]
+        raw = _median(results, case, "raw_parquet")
+        floe = _median(results, case, "floe")
+        for s in systems:
+            if s != "raw_parquet":
+                row.append(_ratio_cell(results, case, s, raw))
+        for s in systems:
+            if s != "floe" and "floe" in systems:
+                row.append(_ratio_cell(results, case, s, floe))
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    lines.append("## Times")
+    lines.append("")
+    lines.append("| workload | " + " | ".join(LABELS[s] for s in systems) + " |")
+    lines.append("|" + "---|" * (len(systems) + 1))
+    for case in cases:
+        lines.append("| " + " | ".join([_title(case)] + [_cell(results, case, s) for s in systems]) + " |")
+    lines.append("")
+    lines.append("## Details")
+    lines.append("")
+    for case in cases:
+        details = _details(results, case, systems)
+        if details:
+            lines.append(f"- {_title(case)}: " + "; ".join(details))
+    lines.append("")
+    lines.append("## Targets")
+    lines.append("")
+    lines.append("| target | goal | verdict | measured |")
+    lines.append("|---|---|---|---|")
+    for t in results.get("targets") or evaluate_targets(results):
+        verdict = t["verdict"] if t["verdict"] != "missed" else "**missed**"
+        lines.append(f"| {t['target']} | {t['goal']} | {verdict} | {t['measured']} |")
+    lines.append("")
+    lines.append("## Peak memory (MiB, largest process of the run)")
+    lines.append("")
+    lines.append("| workload | " + " | ".join(LABELS[s] for s in systems) + " |")
+    lines.append("|" + "---|" * (len(systems) + 1))
+    for case in cases:
+        cells = []
+        for s in systems:
+            entry = _entry(results, case, s)
+            cells.append(f"{entry['peak_rss_mb']:.0f}" if entry and entry.get("peak_rss_mb") else "–")
+        lines.append("| " + " | ".join([_title(case), *cells]) + " |")
+    lines.append("")
+    lines.append("## Versions")
+    lines.append("")
+    for system, versions in (results.get("versions") or {}).items():
+        if versions:
+            lines.append(f"- {LABELS.get(system, system)}: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    lines.append("")
+    lines.append("Sizes: " + ", ".join(f"{k}={v}" for k, v in results.get("sizes", {}).items()))
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _ratio_cell(results: dict[str, Any], case: str, system: str, base: float | None) -> str:
+    entry = _entry(results, case, system)
+    if entry is None:
+        return "not run"
+    if entry.get("status") == "n/a":
+        return "n/a"
+    if entry.get("status") != "ok":
+        return "**failed**"
+    return _fmt_ratio(_ratio(entry["median"], base))
+
+
+def _details(results: dict[str, Any], case: str, systems: list[str]) -> list[str]:
+    out = []
+    for s in systems:
+        entry = _entry(results, case, s)
+        if not entry:
+            continue
+        label = LABELS[s]
+        extra = entry.get("extra", {})
+        if entry.get("status") not in ("ok",):
+            reason = (entry.get("reason") or "").strip().splitlines()
+            out.append(f"{label} {entry.get('status')}: `{reason[0][:240] if reason else '?'}`")
+            continue
+        if case.startswith("concurrent_writes_"):
+            text = f"{label} {max(entry['failures'])} failed, {extra.get('rows_in_table', 0):.0f} rows committed of {extra.get('expected_rows', 0):.0f}"
+            if entry.get("errors"):
+                text += f" (`{entry['errors'][0][:160]}`)"
+            out.append(text)
+        elif case == "partition_read":
+            text = f"{label} cold {_fmt_seconds(extra.get('cold_seconds'))}, warm {_fmt_seconds(extra.get('warm_seconds'))}"
+            if "run_seconds" in extra:
+                text += f", whole downstream run {_fmt_seconds(extra['run_seconds'])}"
+            out.append(text)
+        elif case == "sequential_writes" and "io_manager_seconds" in extra:
+            out.append(f"{label} {_fmt_seconds(extra['io_manager_seconds'])} of it inside the IO manager")
+        elif case == "compaction":
+            out.append(
+                f"{label} {extra.get('files_before', 0):.0f} -> {extra.get('files_after', 0):.0f} files, full read "
+                f"{_fmt_seconds(extra.get('read_before_seconds'))} -> {_fmt_seconds(extra.get('read_after_seconds'))} "
+                f"({extra.get('read_speedup', 0):.1f}x faster)"
+            )
+    return out
+
+
+# ------------------------------------------------------------------------ chart
+
+
+def chart(results: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    systems = [s for s in SYSTEM_ORDER if s in results.get("systems", SYSTEM_ORDER)]
+    cases = list(results.get("summary", {}))
+    colors = {"raw_parquet": "#9e9e9e", "pyiceberg": "#4c72b0", "dagster_iceberg": "#dd8452", "floe": "#2ca02c"}
+    fig, axes = plt.subplots(1, 2, figsize=(15, 6.5))
+    for ax, base_system, title in (
+        (axes[0], "raw_parquet", "time / raw Parquet time (the floor)"),
+        (axes[1], "floe", "time / floe time"),
+    ):
+        shown = [s for s in systems if s != base_system]
+        width = 0.8 / max(1, len(shown))
+        for i, s in enumerate(shown):
+            xs, ys, marks = [], [], []
+            for j, case in enumerate(cases):
+                base = _median(results, case, base_system)
+                entry = _entry(results, case, s)
+                x = j + (i - (len(shown) - 1) / 2) * width
+                value = _ratio(_median(results, case, s), base)
+                if value is not None:
+                    xs.append(x)
+                    ys.append(value)
+                elif entry is not None and base is not None:
+                    marks.append((x, "n/a" if entry.get("status") == "n/a" else "failed"))
+            bars = ax.bar(xs, ys, width, label=LABELS[s], color=colors[s])
+            for bar, value in zip(bars, ys, strict=True):
+                ax.annotate(
+                    _fmt_ratio(value), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center", va="bottom", fontsize=7, rotation=90, xytext=(0, 2), textcoords="offset points",
+                )
+            for x, text in marks:
+                ax.annotate(text, (x, 1), ha="center", va="bottom", fontsize=7, rotation=90, color="#c0392b")
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(cases)))
+        ax.set_xticklabels([_title(c).split(". ", 1)[-1] for c in cases], rotation=30, ha="right", fontsize=8)
+        ax.set_title(title)
+        ax.set_ylabel("ratio (log scale, lower is better)")
+        ax.legend(fontsize=8)
+    m = results.get("machine", {})
+    fig.suptitle(
+        f"floe-dagster-iceberg benchmarks {results.get('date')}: {m.get('usable_cpus')} cores, "
+        f"{m.get('memory_gib')} GiB, median of {results.get('repeats')}" + (" (smoke sizes)" if results.get("smoke") else "")
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(results: dict[str, Any], md_path: Path, png_path: Path) -> tuple[Path, Path]:
+    md_path.write_text(markdown(results))
+    chart(results, png_path)
+    return md_path, png_path
+
+
+def main(argv: list[str]) -> int:
+    path = Path(argv[0])
+    results = json.loads(path.read_text())
+    results["targets"] = evaluate_targets(results)
+    md, png = write_report(results, path.with_suffix(".md"), path.with_suffix(".png"))
+    print(md.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
