@@ -51,8 +51,9 @@ def table_identifier(namespace: str, name: str) -> tuple[str, str]:
         >>> table_identifier("sales", "orders")
         ('sales', 'orders')
     """
+    validate_identifier_part(namespace, what="namespace")
     for level in namespace.split("."):
-        validate_identifier_part(level, what="namespace")
+        validate_identifier_part(level, what="namespace level")
     validate_identifier_part(name, what="table name")
     return (namespace, name)
 

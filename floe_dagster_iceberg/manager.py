@@ -202,6 +202,9 @@ class IcebergTableManager:
             sort_order = build_sort_order(schema, config.sort_order)
             self.ensure_namespace(config.namespace)
             try:
+                # Some REST catalogs answer a second create with the existing table, so look first.
+                if self.catalog.table_exists(identifier):
+                    raise TableAlreadyExistsError(".".join(identifier))
                 table = self.catalog.create_table(
                     identifier,
                     schema=schema,
