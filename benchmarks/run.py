@@ -192,16 +192,18 @@ class Postgres:
             warnings.simplefilter("ignore")
             self.server = pgserver.get_server(directory, cleanup_mode="stop")
         self.count = 0
+        self.names: dict[str, str] = {}
 
     def fresh_database(self) -> str:
         self.count += 1
         name = f"bench_{os.getpid()}_{self.count}"
         self.server.psql(f"CREATE DATABASE {name};")
-        return self.server.get_uri(name).replace("postgresql://", "postgresql+psycopg2://", 1)
+        uri = self.server.get_uri(name).replace("postgresql://", "postgresql+psycopg2://", 1)
+        self.names[uri] = name
+        return uri
 
     def drop(self, uri: str) -> None:
-        name = uri.split("/")[-1].split("?")[0]
-        self.server.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE);")
+        self.server.psql(f"DROP DATABASE IF EXISTS {self.names.pop(uri)} WITH (FORCE);")
 
 
 # ------------------------------------------------------------------------ running

@@ -147,6 +147,22 @@ class System(ABC):
     def versions(self) -> dict[str, str]:
         return versions_of(*self.distributions)
 
+    def reset_inner(self) -> None:
+        """Start counting the time spent inside the storage layer (IO manager) from zero."""
+
+    def inner_seconds(self) -> float | None:
+        """Time spent inside the storage layer since :meth:`reset_inner`; None when the system
+        has no layer around it (raw Parquet, PyIceberg)."""
+        return None
+
+    def overheads(self) -> dict[str, Any]:
+        """Fixed costs of the system measured in :meth:`prepare` (e.g. Dagster's per-run cost)."""
+        return {}
+
+    def _inner_extra(self) -> dict[str, Any]:
+        inner = self.inner_seconds()
+        return {**({"io_manager_seconds": inner} if inner is not None else {}), **self.overheads()}
+
     # ----------------------------------------------------------- helpers
 
     def build_table(self, days: int, rows_per_day: int) -> None:
@@ -170,6 +186,7 @@ class System(ABC):
         again = {d: data.partition_table(d, rows, version=1) for d in again_days}
         self.prepare()
         per_write = []
+        self.reset_inner()
         clock = _Clock()
         for d in range(days):
             t0 = time.perf_counter()
@@ -192,6 +209,7 @@ class System(ABC):
                 "median_write_seconds": statistics.median(per_write),
                 "first_write_seconds": per_write[0],
                 "writes": len(per_write),
+                **self._inner_extra(),
             },
         }
 
@@ -246,9 +264,11 @@ class System(ABC):
             raise NotSupported(f"{self.name} has no upsert")
         self.build_table(days, per_day)
         self.prepare()
+        self.reset_inner()
         clock = _Clock()
         self.upsert(day, batch)
         seconds = clock()
+        inner = self._inner_extra()
         matched = int(batch_rows * 0.5)
         self._expect_rows(days * per_day + batch_rows - matched)
         got = self.read_partition(day)
@@ -258,7 +278,7 @@ class System(ABC):
             "seconds": seconds,
             "rows": batch_rows,
             "failures": 0,
-            "extra": {"table_rows": days * per_day, "matched": matched, "inserted": batch_rows - matched},
+            "extra": {"table_rows": days * per_day, "matched": matched, "inserted": batch_rows - matched, **inner},
         }
 
     def partition_read(self, p: dict[str, Any]) -> dict[str, Any]:
@@ -280,24 +300,26 @@ class System(ABC):
             "cold_seconds": timings[0],
             "warm_seconds": statistics.median(timings[1:]) if len(timings) > 1 else None,
             "reader_peak_rss_mb": outcome.get("peak_rss_mb"),
-            **outcome.get("details", {}),
+            **outcome.get("overheads", {}),
         }
+        inner = outcome.get("inner")
+        if inner and inner[0] is not None:
+            extra["io_manager_cold_seconds"] = inner[0]
+            extra["io_manager_warm_seconds"] = statistics.median(inner[1:]) if len(inner) > 1 else None
         return {"seconds": timings[0], "rows": per_day, "failures": 0, "extra": extra}
-
-    def read_details(self) -> dict[str, Any]:
-        """Extra numbers about the reads so far (e.g. whole-run time through Dagster)."""
-        return {}
 
     def range_backfill(self, p: dict[str, Any]) -> dict[str, Any]:
         """Workload 5: one run writes a range of daily partitions."""
         days, rows = p["partitions"], p["rows"]
         table = data.range_table(0, days, rows)
         self.prepare()
+        self.reset_inner()
         clock = _Clock()
         self.write_range(0, days, table)
         seconds = clock()
+        inner = self._inner_extra()
         self._expect_rows(days * rows)
-        return {"seconds": seconds, "rows": days * rows, "failures": 0, "extra": {"partitions": days}}
+        return {"seconds": seconds, "rows": days * rows, "failures": 0, "extra": {"partitions": days, **inner}}
 
     def compaction(self, p: dict[str, Any]) -> dict[str, Any]:
         """Workload 6: compact a table of many small files; read it before and after."""
@@ -358,17 +380,19 @@ class System(ABC):
         """The body of a child process: one concurrent writer, or the partition reader."""
         if task["task"] == "read":
             self.prepare()
-            timings, rows = [], []
+            timings, rows, inner = [], [], []
             try:
                 for _ in range(task["reads"]):
+                    self.reset_inner()
                     clock = _Clock()
                     table = self.read_partition(task["day"])
                     timings.append(clock())
+                    inner.append(self.inner_seconds())
                     rows.append(table.num_rows)
                     del table
             except Exception as error:
                 return {"ok": False, "error": f"{type(error).__name__}: {_root_message(error)}"}
-            return {"ok": True, "timings": timings, "rows": rows, "details": self.read_details(), "peak_rss_mb": peak_rss_mb()}
+            return {"ok": True, "timings": timings, "rows": rows, "inner": inner, "overheads": self.overheads(), "peak_rss_mb": peak_rss_mb()}
         table = data.partition_table(task["day"], task["rows"])
         self.prepare()
         print("READY", flush=True)
