@@ -1223,6 +1223,8 @@ def _filesystem(table: Table, location: str) -> tuple[Any, str, Callable[[str], 
             "or FsspecFileIO."
         )
     if scheme == "file":
+        if urlparse(location).scheme == "file":
+            return fs, path, lambda listed: f"file://{listed}"
         return fs, path, lambda listed: listed
     return fs, path, lambda listed: f"{scheme}://{listed}"
 
