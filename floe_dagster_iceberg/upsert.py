@@ -321,6 +321,7 @@ def stage_upsert(
     schema = metadata.schema()
     keys = list(join_cols)
     validate_upsert_input(table_name, schema, data, keys)
+    _check_keys_predate_write(table_name, tx, keys)
     arrow_schema = schema_to_pyarrow(schema, include_field_ids=False)
     if not data.schema.equals(arrow_schema, check_metadata=False):
         data = conform_to_schema(table_name, data, schema)
@@ -384,6 +385,25 @@ def stage_upsert(
         snapshot_properties or {},
     )
     return outcome
+
+
+def _check_keys_predate_write(table_name: str, tx: Transaction, keys: Sequence[str]) -> None:
+    """Refuse join columns that only the schema evolution of this very write adds.
+
+    Existing rows would all hold null there, so nothing could match and every input row would
+    be inserted next to the row it was meant to replace.
+    """
+    committed = tx._table.metadata
+    if committed.current_snapshot() is None:
+        return
+    known = {f.name for f in committed.schema().fields}
+    added = [name for name in keys if name not in known]
+    if added:
+        raise UpsertKeyError(
+            f"Table '{table_name}': join column(s) {added} are not columns of the table yet (the "
+            f"data would add them), so no existing row could match; the table has "
+            f"{sorted(known)}. Fix join_cols, or add the column and backfill it first."
+        )
 
 
 def _and(left: BooleanExpression, right: BooleanExpression) -> BooleanExpression:
