@@ -185,7 +185,14 @@ class IcebergTableManager:
         """Create the namespace (and its parents) if missing."""
         levels = namespace.split(".")
         for depth in range(1, len(levels) + 1):
-            self.catalog.create_namespace_if_not_exists(tuple(levels[:depth]))
+            level = tuple(levels[:depth])
+            try:
+                self.catalog.create_namespace_if_not_exists(level)
+            except Exception:
+                # Concurrent writers race to create it; a SQL catalog then raises its database's
+                # IntegrityError instead of NamespaceAlreadyExistsError. Losing that race is fine.
+                if not self.catalog.namespace_exists(level):
+                    raise
 
     def create_table(self, config: TableConfig, if_not_exists: bool = True) -> CreateTableResult:
         """Create a table (and its namespace); return the existing one, with its differences, if any.
