@@ -123,7 +123,7 @@ class PartitionField(_Model):
         if not isinstance(data, dict) or not isinstance(data.get("transform"), str):
             return data
         match = _TRANSFORM_PATTERN.match(data["transform"].lower())
-        if match is None:
+        if match is None or match["name"] not in PartitionTransform._value2member_map_:
             raise ValueError(
                 f"transform {data['transform']!r} is not an Iceberg transform; use one of "
                 "identity, year, month, day, hour, bucket[N], truncate[W]"
