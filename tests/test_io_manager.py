@@ -615,7 +615,7 @@ def test_unsupported_output_type_and_non_integer_key(resources, instance):
     def wrong_type() -> dict:
         return {"a": 1}
 
-    with pytest.raises(InvalidInputError, match="stores pyarrow.Table"):
+    with pytest.raises(InvalidInputError, match=r"stores pyarrow\.Table"):
         _run([wrong_type], resources, instance)
 
     @dg.asset(
