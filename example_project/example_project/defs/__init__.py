@@ -1,0 +1,1 @@
+"""Definitions loaded from YAML (``dg`` components), one folder each."""
