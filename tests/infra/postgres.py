@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .logs import tail_file
+from .orphans import reap_orphans, write_owner
 
 _USER = "postgres"
 
@@ -56,6 +57,7 @@ class PostgresServer:
             import pgserver
 
         if self._base_dir is None:
+            reap_orphans("floe-pg-*", signal.SIGQUIT)
             # Short path: the Unix socket lives in the data directory and socket paths are
             # limited to ~100 characters.
             self._base_dir = Path(tempfile.mkdtemp(prefix="floe-pg-"))
@@ -73,6 +75,7 @@ class PostgresServer:
             self.stop()
             raise PostgresStartError(message) from exc
         self.start_seconds = time.perf_counter() - started
+        write_owner(self._base_dir, {"postmaster": self._server.get_pid()})
         return self
 
     def stop(self) -> None:

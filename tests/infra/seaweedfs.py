@@ -35,6 +35,7 @@ from urllib.parse import urlencode
 from urllib.request import Request, urlopen
 
 from .logs import tail_file
+from .orphans import reap_orphans, write_owner
 from .ports import LOOPBACK, DeadlineExceeded, free_port_with_companion, free_ports, poll_until
 
 DEFAULT_ACCESS_KEY = "floe-test-access-key"
@@ -130,6 +131,8 @@ class SeaweedFS:
         startup_timeout: float = 60.0,
     ) -> None:
         self._own_base_dir = base_dir is None
+        if base_dir is None:
+            reap_orphans("floe-weed-*")
         self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="floe-weed-"))
         self.data_dir = self.base_dir / "data"
         self.log_path = self.base_dir / "weed.log"
@@ -254,6 +257,7 @@ class SeaweedFS:
         for name in ("S3_BUCKET", "S3_TABLE_BUCKET", "S3_EXTERNAL_URL"):
             env.pop(name, None)
         command = self._command()
+        expected_volumes = self._volume_ids_on_disk()
         started = time.perf_counter()
         with open(self.log_path, "ab") as log:
             log.write(f"\n=== {time.strftime('%H:%M:%S')} {' '.join(command)}\n".encode())
@@ -270,8 +274,9 @@ class SeaweedFS:
                 )
             except OSError as exc:
                 raise SeaweedFSStartError(f"cannot run {command[0]}: {exc}") from exc
+        write_owner(self.base_dir, {"weed": self._process.pid}, self._socket_patterns())
         try:
-            self.wait_ready(self.startup_timeout)
+            self.wait_ready(self.startup_timeout, expected_volumes)
         except BaseException as exc:
             self._terminate(graceful=False)
             if isinstance(exc, DeadlineExceeded):
@@ -333,13 +338,19 @@ class SeaweedFS:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, sig)
 
-    def _remove_socket_files(self) -> None:
+    def _socket_patterns(self) -> tuple[str, ...]:
         # weed creates /tmp/seaweedfs-<component>[-grpc]-<port>.sock and leaves them behind.
-        for port in self.ports.all():
-            for directory in {tempfile.gettempdir(), "/tmp"}:
-                for path in glob.glob(os.path.join(directory, f"seaweedfs-*-{port}.sock")):
-                    with contextlib.suppress(OSError):
-                        os.unlink(path)
+        return tuple(
+            os.path.join(directory, f"seaweedfs-*-{port}.sock")
+            for port in self.ports.all()
+            for directory in sorted({tempfile.gettempdir(), "/tmp"})
+        )
+
+    def _remove_socket_files(self) -> None:
+        for pattern in self._socket_patterns():
+            for path in glob.glob(pattern):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
 
     # -- readiness ---------------------------------------------------------------------------
 
@@ -390,11 +401,46 @@ class SeaweedFS:
 
         return filesystem.get_file_info(self.data_bucket).type == fs.FileType.Directory
 
-    def wait_ready(self, timeout: float | None = None) -> None:
-        """Poll S3 and the REST catalog until both serve requests with credentials."""
+    def _volume_ids_on_disk(self) -> set[int]:
+        # Volume files are named <id>.dat or <collection>_<id>.dat.
+        ids: set[int] = set()
+        for path in self.data_dir.rglob("*.dat"):
+            with contextlib.suppress(ValueError):
+                ids.add(int(path.stem.rsplit("_", 1)[-1]))
+        return ids
+
+    def _volumes_registered(self, expected: set[int]) -> bool:
+        # After a restart the master can take seconds (notably after a crash) before it learns
+        # from the volume server where existing volumes are; until then reads of existing
+        # objects fail with HTTP 500. Ready means the master knows every volume on disk.
+        if not expected:
+            return True
+        url = f"http://{LOOPBACK}:{self.ports.master}/vol/status"
+        with urlopen(url, timeout=2) as response:
+            topology = json.load(response)
+        known: set[int] = set()
+        stack: list[object] = [topology.get("Volumes", {})]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, dict):
+                if isinstance(node.get("Id"), int):
+                    known.add(node["Id"])
+                else:
+                    stack.extend(node.values())
+            elif isinstance(node, list):
+                stack.extend(node)
+        return expected <= known
+
+    def wait_ready(
+        self, timeout: float | None = None, expected_volumes: set[int] | None = None
+    ) -> None:
+        """Poll until S3 and the REST catalog serve requests with credentials and all volumes
+        written before this start are readable again."""
         from .ports import port_open
 
         timeout = self.startup_timeout if timeout is None else timeout
+        if expected_volumes is None:
+            expected_volumes = self._volume_ids_on_disk()
         deadline = time.monotonic() + timeout
 
         def remaining() -> float:
@@ -410,6 +456,12 @@ class SeaweedFS:
             self._rest_ready,
             timeout=remaining(),
             what=f"Iceberg REST catalog {self.rest_uri} (table bucket {self.table_bucket!r})",
+            abort=self._exited,
+        )
+        poll_until(
+            lambda: self._volumes_registered(expected_volumes),
+            timeout=remaining(),
+            what=f"master {self.ports.master} to register volumes {sorted(expected_volumes)}",
             abort=self._exited,
         )
         probe = self.s3_filesystem(connect_timeout=1, request_timeout=2)
