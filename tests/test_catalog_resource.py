@@ -103,7 +103,7 @@ def test_unknown_catalog_type_and_unreachable_catalog_errors(monkeypatch):
             uri="http://127.0.0.1:9", credential=dg.EnvVar("TEST_ICEBERG_CREDENTIAL")
         )
     ).process_config_and_initialize()
-    with pytest.raises(CatalogConnectionError, match="127.0.0.1:9") as error:
+    with pytest.raises(CatalogConnectionError, match=r"127\.0\.0\.1:9") as error:
         resource.load_catalog()
     assert "very-secret-value" not in str(error.value)
 
