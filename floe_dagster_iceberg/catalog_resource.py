@@ -7,6 +7,7 @@ With no configuration at all it is an embedded SQLite catalog with a local wareh
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
@@ -17,8 +18,15 @@ from pydantic import Field
 from pyiceberg.catalog import Catalog, load_catalog
 
 from floe_dagster_iceberg.errors import CatalogConnectionError, IcebergError
+from floe_dagster_iceberg.lineage import (
+    CatalogIdentity,
+    LineageConfig,
+    LineageEmitter,
+    lineage_emitter,
+)
 from floe_dagster_iceberg.manager import IcebergTableManager
 from floe_dagster_iceberg.models import RetryPolicy
+from floe_dagster_iceberg.telemetry import resolve_tracer_provider
 
 __all__ = [
     "HOME_ENV_VAR",
@@ -215,6 +223,17 @@ class IcebergCatalogResource(ConfigurableResource):
     max_commit_attempts: int = Field(
         default=8, ge=1, description="Attempts per commit under conflicts"
     )
+    openlineage: LineageConfig | None = Field(
+        default=None,
+        description="OpenLineage override (transport, job namespace, on/off); by default events "
+        "follow openlineage.yml / OPENLINEAGE_URL / OPENLINEAGE__TRANSPORT__* and are off when "
+        "none is set",
+    )
+    tracer_provider: str | None = Field(
+        default=None,
+        description="Import path of an OpenTelemetry TracerProvider (or a function returning "
+        "one), e.g. 'my_project.telemetry:tracer_provider'; default: the global provider",
+    )
 
     def catalog_properties(self) -> dict[str, str]:
         """All PyIceberg properties of the catalog, secrets included: never log this."""
@@ -246,13 +265,29 @@ class IcebergCatalogResource(ConfigurableResource):
                 _CATALOGS[key] = self._connect(properties)
             return _CATALOGS[key]
 
-    def get_manager(self, tracer_provider: Any = None) -> IcebergTableManager:
-        """An :class:`IcebergTableManager` on this catalog."""
+    def get_manager(
+        self, tracer_provider: Any = None, logger: logging.Logger | None = None
+    ) -> IcebergTableManager:
+        """An :class:`IcebergTableManager` on this catalog.
+
+        Spans go to ``tracer_provider``, else to the one the ``tracer_provider`` setting names;
+        commit and retry log lines go to ``logger`` (e.g. a Dagster ``context.log``).
+        """
+        if tracer_provider is None and self.tracer_provider:
+            tracer_provider = resolve_tracer_provider(self.tracer_provider)
         return IcebergTableManager(
             self.load_catalog(),
             retry=RetryPolicy(max_attempts=self.max_commit_attempts),
             tracer_provider=tracer_provider,
+            logger=logger,
         )
+
+    def lineage(self) -> LineageEmitter:
+        """The OpenLineage emitter of this catalog (disabled when OpenLineage is not configured)."""
+        identity = CatalogIdentity.from_properties(
+            self.name, self.catalog_type, self.catalog_uri, self.catalog_properties()
+        )
+        return lineage_emitter(self.openlineage, identity)
 
     def _connect(self, properties: dict[str, str]) -> Catalog:
         if isinstance(self.catalog, EmbeddedCatalogConfig):

@@ -65,7 +65,7 @@ from floe_dagster_iceberg.schema import (
     plan_schema_update,
     type_to_string,
 )
-from floe_dagster_iceberg.telemetry import Telemetry
+from floe_dagster_iceberg.telemetry import Telemetry, record_error
 from floe_dagster_iceberg.version import __version__
 
 if TYPE_CHECKING:
@@ -146,10 +146,12 @@ class IcebergTableManager:
         *,
         retry: RetryPolicy | None = None,
         tracer_provider: TracerProvider | None = None,
+        logger: logging.Logger | None = None,
     ) -> None:
         self.catalog = catalog
         self.retry = retry or RetryPolicy()
         self.telemetry = Telemetry(tracer_provider)
+        self.log = logger or log
 
     # ------------------------------------------------------------------ tables
 
@@ -480,42 +482,82 @@ class IcebergTableManager:
         last_error: Exception | None = None
         for attempt in range(1, policy.max_attempts + 1):
             created = False
-            try:
-                tx, created = self._open_transaction(identifier, create_with)
-                staged = stage(tx, properties)
-                if not staged.changed and not created:
-                    return WriteResult(
-                        table=name, snapshot_id=None, operation=None, commit_attempts=attempt
+            attempt_attributes = {
+                "iceberg.commit.attempt": attempt,
+                "iceberg.commit.max_attempts": policy.max_attempts,
+            }
+            with self.telemetry.span("commit", identifier, attempt_attributes) as attempt_span:
+                try:
+                    tx, created = self._open_transaction(identifier, create_with)
+                    staged = stage(tx, properties)
+                    if not staged.changed and not created:
+                        attempt_span.set_attribute("iceberg.commit.skipped", True)
+                        return WriteResult(
+                            table=name, snapshot_id=None, operation=None, commit_attempts=attempt
+                        )
+                    committed = tx.commit_transaction()
+                    result = _result(name, committed, write_id, attempt, staged, created)
+                    self._log_commit(result, policy)
+                    _annotate_span(attempt_span, result)
+                    return result
+                except CommitStateUnknownException as error:
+                    record_error(attempt_span, error)
+                    last_error = error
+                    found = self._find_committed_write(identifier, write_id)
+                    if found is not None:
+                        self.log.warning(
+                            "iceberg.commit_state_unknown table=%s attempt=%d/%d outcome=landed",
+                            name,
+                            attempt,
+                            policy.max_attempts,
+                        )
+                        result = _result(name, found, write_id, attempt, staged, created)
+                        self._log_commit(result, policy)
+                        return result
+                    self.log.warning(
+                        "iceberg.commit_state_unknown table=%s attempt=%d/%d outcome=retry",
+                        name,
+                        attempt,
+                        policy.max_attempts,
                     )
-                committed = tx.commit_transaction()
-                return _result(name, committed, write_id, attempt, staged, created)
-            except CommitStateUnknownException as error:
-                last_error = error
-                found = self._find_committed_write(identifier, write_id)
-                if found is not None:
-                    log.warning(
-                        "Commit state of %s was unknown; the table shows it committed.", name
-                    )
-                    return _result(name, found, write_id, attempt, staged, created)
-                log.warning("Commit state of %s was unknown and it did not land; retrying.", name)
-            except Exception as error:
-                if not _is_retryable(error):
-                    raise
-                last_error = error
-                log.info(
-                    "Commit conflict on %s (attempt %d/%d): %s",
+                except Exception as error:
+                    if not _is_retryable(error):
+                        raise
+                    record_error(attempt_span, error)
+                    last_error = error
+            if attempt < policy.max_attempts:
+                backoff = _backoff_seconds(policy, attempt)
+                self.log.info(
+                    "iceberg.commit_retry table=%s attempt=%d/%d error=%s backoff_ms=%d",
                     name,
                     attempt,
                     policy.max_attempts,
-                    type(error).__name__,
+                    type(last_error).__name__,
+                    round(backoff * 1000),
                 )
-            if attempt < policy.max_attempts:
-                time.sleep(_backoff_seconds(policy, attempt))
+                time.sleep(backoff)
         raise CommitConflictError(
             f"Table '{name}': the commit still conflicted with concurrent writers after "
             f"{policy.max_attempts} attempts ({type(last_error).__name__}: {last_error}). "
             "Nothing was committed; re-run, or raise the retry limit (RetryPolicy.max_attempts)."
         ) from last_error
+
+    def _log_commit(self, result: WriteResult, policy: RetryPolicy) -> None:
+        self.log.info(
+            "iceberg.commit table=%s snapshot_id=%s operation=%s attempt=%d/%d rows_added=%d "
+            "rows_deleted=%d files_added=%d files_deleted=%d bytes_added=%d created=%s",
+            result.table,
+            result.snapshot_id,
+            result.operation,
+            result.commit_attempts,
+            policy.max_attempts,
+            result.rows_added,
+            result.rows_deleted,
+            result.files_added,
+            result.files_deleted,
+            result.bytes_added,
+            str(result.created_table).lower(),
+        )
 
     def _open_transaction(
         self, identifier: tuple[str, str], create_with: tuple[pa.Schema, WriteConfig] | None
@@ -570,9 +612,9 @@ class IcebergTableManager:
         """
         identifier = self.identifier(table)
         with self.telemetry.span("scan", identifier) as span:
-            result = self._plan_scan(
-                table, row_filter, columns, snapshot_id, as_of, ref, limit
-            ).to_arrow()
+            plan = self._plan_scan(table, row_filter, columns, snapshot_id, as_of, ref, limit)
+            _annotate_scan(span, plan)
+            result = plan.to_arrow()
             span.set_attribute("iceberg.rows", result.num_rows)
             return result
 
@@ -586,8 +628,11 @@ class IcebergTableManager:
         ref: str | None = None,
     ) -> pa.RecordBatchReader:
         """Like :meth:`scan`, streaming record batches instead of one table."""
-        scan = self._plan_scan(table, row_filter, columns, snapshot_id, as_of, ref, None)
-        return scan.to_arrow_batch_reader()
+        with self.telemetry.span("scan", self.identifier(table)) as span:
+            scan = self._plan_scan(table, row_filter, columns, snapshot_id, as_of, ref, None)
+            _annotate_scan(span, scan)
+            span.set_attribute("iceberg.streamed", True)
+            return scan.to_arrow_batch_reader()
 
     def _plan_scan(
         self,
@@ -718,14 +763,16 @@ class IcebergTableManager:
         """Bin-pack small files per partition in one commit; see :mod:`floe_dagster_iceberg.maintenance`."""
         from floe_dagster_iceberg import maintenance
 
-        with self.telemetry.span("compact", self.identifier(table)):
-            return maintenance.compact(
+        with self.telemetry.span("compact", self.identifier(table)) as span:
+            result = maintenance.compact(
                 self,
                 self.load_table(table),
                 target_file_size_bytes=target_file_size_bytes,
                 min_input_files=min_input_files,
                 partition_filter=partition_filter,
             )
+            _annotate_maintenance(span, result)
+            return result
 
     def expire_snapshots(
         self,
@@ -736,10 +783,12 @@ class IcebergTableManager:
         """Expire old snapshots and delete the files only they referenced."""
         from floe_dagster_iceberg import maintenance
 
-        with self.telemetry.span("expire", self.identifier(table)):
-            return maintenance.expire_snapshots(
+        with self.telemetry.span("expire", self.identifier(table)) as span:
+            result = maintenance.expire_snapshots(
                 self, self.load_table(table), older_than=older_than, retain_last=retain_last
             )
+            _annotate_maintenance(span, result)
+            return result
 
     def remove_orphan_files(
         self, table: TableRef, older_than: timedelta = timedelta(days=3), dry_run: bool = False
@@ -747,17 +796,21 @@ class IcebergTableManager:
         """Delete files under the table location that no metadata references."""
         from floe_dagster_iceberg import maintenance
 
-        with self.telemetry.span("remove_orphans", self.identifier(table)):
-            return maintenance.remove_orphan_files(
+        with self.telemetry.span("remove_orphans", self.identifier(table)) as span:
+            result = maintenance.remove_orphan_files(
                 self, self.load_table(table), older_than=older_than, dry_run=dry_run
             )
+            _annotate_maintenance(span, result)
+            return result
 
     def rewrite_manifests(self, table: TableRef) -> RewriteManifestsResult:
         """Rewrite the current snapshot's manifests into few, well-clustered ones."""
         from floe_dagster_iceberg import maintenance
 
-        with self.telemetry.span("rewrite_manifests", self.identifier(table)):
-            return maintenance.rewrite_manifests(self, self.load_table(table))
+        with self.telemetry.span("rewrite_manifests", self.identifier(table)) as span:
+            result = maintenance.rewrite_manifests(self, self.load_table(table))
+            _annotate_maintenance(span, result)
+            return result
 
     def table_health(
         self, table: TableRef, small_file_threshold_bytes: int | None = None
@@ -765,10 +818,12 @@ class IcebergTableManager:
         """Storage metrics: files, bytes, small files, partitions, rows, snapshots, manifests."""
         from floe_dagster_iceberg import maintenance
 
-        with self.telemetry.span("health", self.identifier(table)):
-            return maintenance.table_health(
+        with self.telemetry.span("health", self.identifier(table)) as span:
+            result = maintenance.table_health(
                 self, self.load_table(table), small_file_threshold_bytes=small_file_threshold_bytes
             )
+            _annotate_maintenance(span, result)
+            return result
 
     def partition_fields(self, table: TableRef) -> list[PartitionField]:
         """The table's current (live) partition fields."""
@@ -835,10 +890,31 @@ def _annotate_span(span: Any, result: WriteResult) -> None:
     span.set_attribute("iceberg.commit_attempts", result.commit_attempts)
     if result.snapshot_id is not None:
         span.set_attribute("iceberg.snapshot_id", result.snapshot_id)
+    if result.operation is not None:
+        span.set_attribute("iceberg.operation", result.operation)
     span.set_attribute("iceberg.rows_added", result.rows_added)
     span.set_attribute("iceberg.rows_deleted", result.rows_deleted)
     span.set_attribute("iceberg.files_added", result.files_added)
+    span.set_attribute("iceberg.files_deleted", result.files_deleted)
     span.set_attribute("iceberg.bytes_added", result.bytes_added)
+    span.set_attribute("iceberg.bytes_deleted", result.bytes_deleted)
+    if result.created_table:
+        span.set_attribute("iceberg.created", True)
+    if result.schema_changes:
+        span.set_attribute("iceberg.schema_changes", list(result.schema_changes))
+
+
+def _annotate_scan(span: Any, scan: Any) -> None:
+    snapshot = scan.snapshot()
+    if snapshot is not None:
+        span.set_attribute("iceberg.snapshot_id", snapshot.snapshot_id)
+
+
+def _annotate_maintenance(span: Any, result: Any) -> None:
+    """``iceberg.<metric>`` attributes from a maintenance result's ``as_metrics()``."""
+    for key, value in result.as_metrics().items():
+        if isinstance(value, bool | int | float | str):
+            span.set_attribute(f"iceberg.{key}", value)
 
 
 def _config_differences(config: TableConfig, table: Table) -> tuple[str, ...]:
