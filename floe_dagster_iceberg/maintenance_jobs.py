@@ -753,7 +753,7 @@ def build_iceberg_maintenance_definitions(
     resource_key: str = DEFAULT_RESOURCE_KEY,
     io_manager_key: str = DEFAULT_IO_MANAGER_KEY,
     default_namespace: str = DEFAULT_NAMESPACE,
-    nightly_cron: str = "0 3 * * *",
+    nightly_cron: str | None = "0 3 * * *",
     compaction_cron: str | None = None,
     compaction_after_backfills: bool = True,
     min_materializations: int = 10,
@@ -799,11 +799,13 @@ def build_iceberg_maintenance_definitions(
     compaction = build_iceberg_maintenance_job(
         f"{name_prefix}_compaction", steps=COMPACTION_STEPS, **common
     )
-    schedules = [
-        build_iceberg_maintenance_schedule(
-            nightly, nightly_cron, execution_timezone=execution_timezone
+    schedules = []
+    if nightly_cron:
+        schedules.append(
+            build_iceberg_maintenance_schedule(
+                nightly, nightly_cron, execution_timezone=execution_timezone
+            )
         )
-    ]
     if compaction_cron:
         schedules.append(
             build_iceberg_maintenance_schedule(

@@ -1,0 +1,218 @@
+"""Asset checks on the storage health of Iceberg-backed assets.
+
+Three checks per asset, run together by one multi-asset check that loads each table once:
+
+- ``iceberg_small_files``: the share of small data files stays at or below a ratio (compaction
+  is running);
+- ``iceberg_snapshot_count``: the number of snapshots stays at or below a limit (snapshot expiry
+  is running);
+- ``iceberg_staleness``: the table's data changed recently (compactions do not count).
+
+Example:
+    >>> import dagster as dg
+    >>> from floe_dagster_iceberg.checks import build_iceberg_health_checks
+    >>> @dg.asset(key_prefix="sales", io_manager_key="iceberg")
+    ... def orders(): ...
+    >>> checks = build_iceberg_health_checks([orders])
+    >>> sorted(spec.name for spec in checks[0].check_specs)
+    ['iceberg_small_files', 'iceberg_snapshot_count', 'iceberg_staleness']
+"""
+
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
+from typing import Any
+
+import dagster as dg
+
+from floe_dagster_iceberg.errors import TableNotFoundError
+from floe_dagster_iceberg.identifiers import DEFAULT_NAMESPACE, asset_table_identifier
+from floe_dagster_iceberg.maintenance import TableHealth
+from floe_dagster_iceberg.maintenance_jobs import AssetLike, iceberg_asset_tables
+
+__all__ = [
+    "SMALL_FILES_CHECK",
+    "SNAPSHOT_COUNT_CHECK",
+    "STALENESS_CHECK",
+    "build_iceberg_health_checks",
+]
+
+SMALL_FILES_CHECK = "iceberg_small_files"
+SNAPSHOT_COUNT_CHECK = "iceberg_snapshot_count"
+STALENESS_CHECK = "iceberg_staleness"
+
+
+def _tables_of(assets: Sequence[AssetLike], default_namespace: str) -> dict[dg.AssetKey, str]:
+    tables: dict[dg.AssetKey, str] = {}
+    for asset in assets:
+        if isinstance(asset, dg.AssetsDefinition | dg.AssetSpec):
+            tables.update(
+                iceberg_asset_tables(
+                    [asset], io_manager_key=None, default_namespace=default_namespace
+                )
+            )
+            continue
+        if isinstance(asset, dg.AssetKey):
+            key = asset
+        elif isinstance(asset, str):
+            key = dg.AssetKey.from_user_string(asset)
+        else:
+            key = dg.AssetKey(list(asset))
+        namespace, name = asset_table_identifier(key.path, {}, default_namespace)
+        tables[key] = f"{namespace}.{name}"
+    return tables
+
+
+def _metadata(health: TableHealth) -> dict[str, Any]:
+    return {
+        f"iceberg/{key}": value for key, value in health.as_metrics().items() if value is not None
+    }
+
+
+def build_iceberg_health_checks(
+    assets: Sequence[AssetLike],
+    *,
+    name: str = "iceberg_health_checks",
+    resource_key: str = "iceberg_catalog",
+    default_namespace: str = DEFAULT_NAMESPACE,
+    max_small_file_ratio: float = 0.5,
+    min_small_files: int = 10,
+    small_file_threshold_bytes: int | None = None,
+    max_snapshots: int = 500,
+    max_staleness: timedelta | None = timedelta(hours=36),
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.WARN,
+    blocking: bool = False,
+) -> list[dg.AssetChecksDefinition]:
+    """Asset checks on small-file ratio, snapshot count and staleness of Iceberg assets.
+
+    ``assets`` are asset definitions, specs or keys; their tables are found the way the Iceberg
+    IO manager names them (metadata ``namespace``/``schema``, else the key prefix, else
+    ``default_namespace``). The small-file check fails when more than ``max_small_file_ratio``
+    of the data files are small (below ``small_file_threshold_bytes``, default 75% of the
+    table's target file size) and there are at least ``min_small_files`` of them; the snapshot
+    check fails above ``max_snapshots``; the staleness check fails when the data last changed
+    more than ``max_staleness`` ago (``None`` leaves staleness out). Every result carries the
+    table's health metrics. A table that does not exist yet fails its checks.
+
+    Example:
+        >>> checks = build_iceberg_health_checks(["sales/orders"], max_snapshots=100)
+        >>> sorted(key.name for key in checks[0].check_keys)
+        ['iceberg_small_files', 'iceberg_snapshot_count', 'iceberg_staleness']
+    """
+    tables = _tables_of(assets, default_namespace)
+    if not tables:
+        return []
+    specs = []
+    for key in tables:
+        specs.append(
+            dg.AssetCheckSpec(
+                SMALL_FILES_CHECK,
+                asset=key,
+                blocking=blocking,
+                description=f"At most {max_small_file_ratio:.0%} of the data files are small.",
+            )
+        )
+        specs.append(
+            dg.AssetCheckSpec(
+                SNAPSHOT_COUNT_CHECK,
+                asset=key,
+                blocking=blocking,
+                description=f"At most {max_snapshots} snapshots (snapshot expiry is running).",
+            )
+        )
+        if max_staleness is not None:
+            specs.append(
+                dg.AssetCheckSpec(
+                    STALENESS_CHECK,
+                    asset=key,
+                    blocking=blocking,
+                    description=f"Data changed within the last {max_staleness}.",
+                )
+            )
+
+    @dg.multi_asset_check(
+        specs=specs,
+        name=name,
+        can_subset=True,
+        required_resource_keys={resource_key},
+        description="Storage health of Iceberg tables: small files, snapshots, staleness.",
+    )
+    def iceberg_health(context: dg.AssetCheckExecutionContext) -> Iterator[dg.AssetCheckResult]:
+        manager = getattr(context.resources, resource_key).get_manager()
+        selected = context.selected_asset_check_keys
+        for key, table in tables.items():
+            wanted = [c for c in selected if c.asset_key == key]
+            if not wanted:
+                continue
+            try:
+                health = manager.table_health(
+                    table, small_file_threshold_bytes=small_file_threshold_bytes
+                )
+            except TableNotFoundError as error:
+                for check_key in wanted:
+                    yield dg.AssetCheckResult(
+                        asset_key=key,
+                        check_name=check_key.name,
+                        passed=False,
+                        severity=severity,
+                        description=str(error),
+                        metadata={"iceberg/table": table},
+                    )
+                continue
+            metadata = {"iceberg/table": table, **_metadata(health)}
+            for check_key in wanted:
+                yield _evaluate(
+                    check_key.name,
+                    key,
+                    health,
+                    metadata,
+                    severity=severity,
+                    max_small_file_ratio=max_small_file_ratio,
+                    min_small_files=min_small_files,
+                    max_snapshots=max_snapshots,
+                    max_staleness=max_staleness,
+                )
+
+    return [iceberg_health]
+
+
+def _evaluate(
+    check_name: str,
+    key: dg.AssetKey,
+    health: TableHealth,
+    metadata: dict[str, Any],
+    *,
+    severity: dg.AssetCheckSeverity,
+    max_small_file_ratio: float,
+    min_small_files: int,
+    max_snapshots: int,
+    max_staleness: timedelta | None,
+) -> dg.AssetCheckResult:
+    if check_name == SMALL_FILES_CHECK:
+        passed = not health.needs_compaction(max_small_file_ratio, min_small_files)
+        description = (
+            f"{health.small_files} of {health.data_files} data files are small "
+            f"(< {health.small_file_threshold_bytes} B, ratio {health.small_file_ratio:.2f}, "
+            f"limit {max_small_file_ratio:.2f})" + ("" if passed else ": run compaction")
+        )
+    elif check_name == SNAPSHOT_COUNT_CHECK:
+        passed = health.snapshots <= max_snapshots
+        description = f"{health.snapshots} snapshots (limit {max_snapshots})" + (
+            "" if passed else ": run snapshot expiry"
+        )
+    else:
+        age = health.seconds_since_last_data_change
+        limit = max_staleness.total_seconds() if max_staleness else 0.0
+        passed = age is not None and age <= limit
+        description = (
+            "no data written yet"
+            if age is None
+            else f"data last changed {timedelta(seconds=round(age))} ago (limit {max_staleness})"
+        )
+    return dg.AssetCheckResult(
+        asset_key=key,
+        check_name=check_name,
+        passed=passed,
+        severity=severity,
+        description=description,
+        metadata=metadata,
+    )
