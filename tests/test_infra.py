@@ -91,6 +91,12 @@ def test_seaweedfs_restart_and_crash_keep_data(seaweedfs_factory, namespace):
     table = catalog.load_table(f"{namespace}.events")
     table.append(ROWS)
 
+    server.pause()
+    with pytest.raises(OSError, match="timed out"):
+        server.rest_token(timeout=0.5)
+    server.resume()
+    assert server.rest_token()
+
     server.kill()
     assert not server.running
     with pytest.raises(Exception):  # noqa: B017, PT011 - the endpoint is simply gone

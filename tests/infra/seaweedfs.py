@@ -259,9 +259,8 @@ class SeaweedFS:
         command = self._command()
         expected_volumes = self._volume_ids_on_disk()
         started = time.perf_counter()
+        self._log_note(" ".join(command))
         with open(self.log_path, "ab") as log:
-            log.write(f"\n=== {time.strftime('%H:%M:%S')} {' '.join(command)}\n".encode())
-            log.flush()
             try:
                 self._process = subprocess.Popen(
                     command,
@@ -286,12 +285,24 @@ class SeaweedFS:
         return self
 
     def stop(self, timeout: float = 20.0) -> None:
-        """Stop gracefully (SIGTERM to the process group; SIGKILL after ``timeout`` s)."""
+        """Stop gracefully: SIGTERM, after ``timeout`` s a stack dump (SIGQUIT) and SIGKILL."""
         self._terminate(graceful=True, timeout=timeout)
 
     def kill(self) -> None:
         """Stop abruptly (SIGKILL), as a crash or a lost machine would."""
         self._terminate(graceful=False)
+
+    def pause(self) -> None:
+        """Freeze the process (SIGSTOP): connections are accepted but never answered."""
+        if not self.running:
+            raise RuntimeError("SeaweedFS is not running")
+        assert self._process is not None
+        self._signal_group(self._process, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Undo :meth:`pause` (SIGCONT)."""
+        if self._process is not None:
+            self._signal_group(self._process, signal.SIGCONT)
 
     def restart(self, timeout: float = 20.0) -> SeaweedFS:
         """Stop and start again on the same ports with the same data."""
@@ -303,7 +314,8 @@ class SeaweedFS:
         if self._closed:
             return
         try:
-            self.stop()
+            # The data is deleted next, so a graceful shutdown would only cost time.
+            self.kill()
         finally:
             self._closed = True
             self._remove_socket_files()
@@ -322,16 +334,28 @@ class SeaweedFS:
             return
         started = time.perf_counter()
         if process.poll() is None:
+            self._signal_group(process, signal.SIGCONT)  # a paused process cannot shut down
             if graceful:
                 self._signal_group(process, signal.SIGTERM)
-                with contextlib.suppress(subprocess.TimeoutExpired):
+                try:
                     process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    # Go runtimes print every goroutine's stack on SIGQUIT and exit: the log
+                    # then shows what the shutdown was waiting for.
+                    self._log_note(f"graceful stop timed out after {timeout:.0f} s: SIGQUIT")
+                    self._signal_group(process, signal.SIGQUIT)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        process.wait(5)
             self._signal_group(process, signal.SIGKILL)
             process.wait()
         else:
             # The main process is gone; make sure nothing it started lingers.
             self._signal_group(process, signal.SIGKILL)
         self.stop_seconds.append(time.perf_counter() - started)
+
+    def _log_note(self, note: str) -> None:
+        with contextlib.suppress(OSError), open(self.log_path, "a", encoding="utf-8") as log:
+            log.write(f"\n=== {time.strftime('%H:%M:%S')} {note}\n")
 
     @staticmethod
     def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
