@@ -23,13 +23,24 @@ OWNER_FILE = "floe-owner.json"
 _reaped: set[str] = set()
 
 
-def write_owner(directory: Path, pids: dict[str, int], files: tuple[str, ...] = ()) -> None:
+def write_owner(
+    directory: Path,
+    pids: dict[str, int] | None = None,
+    files: tuple[str, ...] = (),
+    pid_files: tuple[str, ...] = (),
+) -> None:
     """Record this process as owner of ``directory``.
 
-    ``pids`` are the server processes running there; ``files`` are glob patterns of files the
+    ``pids`` are the server processes running there, ``pid_files`` files whose first line is
+    the PID of one (PostgreSQL's ``postmaster.pid``); ``files`` are glob patterns of files the
     servers create elsewhere (sockets) that must go with them.
     """
-    record = {"owner": os.getpid(), "pids": pids, "files": list(files)}
+    record = {
+        "owner": os.getpid(),
+        "pids": pids or {},
+        "pid_files": list(pid_files),
+        "files": list(files),
+    }
     (directory / OWNER_FILE).write_text(json.dumps(record))
 
 
@@ -68,7 +79,11 @@ def reap_orphans(pattern: str, sig: int = signal.SIGKILL) -> None:
         owner = record.get("owner")
         if not isinstance(owner, int) or _alive(owner):
             continue
-        for pid in record.get("pids", {}).values():
+        pids = list(record.get("pids", {}).values())
+        for pid_file in record.get("pid_files", []):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                pids.append(int(Path(pid_file).read_text().splitlines()[0]))
+        for pid in pids:
             if isinstance(pid, int) and _cmdline_mentions(pid, str(directory)):
                 with contextlib.suppress(OSError):
                     os.kill(pid, sig)

@@ -63,19 +63,21 @@ class PostgresServer:
             self._base_dir = Path(tempfile.mkdtemp(prefix="floe-pg-"))
         self._base_dir.mkdir(parents=True, exist_ok=True)
         self.pgdata = self._base_dir / "pgdata"
+        write_owner(self._base_dir, pid_files=(str(self.pgdata / "postmaster.pid"),))
         started = time.perf_counter()
         try:
             self._server = pgserver.get_server(self.pgdata, cleanup_mode="delete")
-        except Exception as exc:
+        except BaseException as exc:
             message = (
                 f"PostgreSQL (pgserver) failed to start in {self.pgdata}: {exc!r}\n"
                 f"--- {self.log_path} (tail) ---\n{self.log_tail()}"
             )
             self._kill_postmaster()
             self.stop()
-            raise PostgresStartError(message) from exc
+            if isinstance(exc, Exception):
+                raise PostgresStartError(message) from exc
+            raise
         self.start_seconds = time.perf_counter() - started
-        write_owner(self._base_dir, {"postmaster": self._server.get_pid()})
         return self
 
     def stop(self) -> None:
