@@ -100,14 +100,21 @@ class IcebergIOManager(ConfigurableIOManager):
         identifier = self._identifier(context.asset_key.path, metadata)
         table_name = ".".join(identifier)
         data = _to_arrow(obj, table_name)
-        manager = self.catalog.get_manager()
+        manager = self.catalog.get_manager(logger=context.log)
         existing = _load_if_exists(manager, identifier)
-        column_types = _column_types(existing, data.schema)
-        partition_slice = self._output_slice(context, metadata, column_types, table_name)
-        config = self._write_config(context, metadata, partition_slice, table_name)
-        if partition_slice is not None:
-            data = _collect(data)
-        result = manager.write(identifier, data, config)
+        lineage = self.catalog.lineage().start_write(context, existing)
+        try:
+            column_types = _column_types(existing, data.schema)
+            partition_slice = self._output_slice(context, metadata, column_types, table_name)
+            config = self._write_config(context, metadata, partition_slice, table_name)
+            if partition_slice is not None:
+                data = _collect(data)
+            result = manager.write(identifier, data, config)
+        except Exception as error:
+            lineage.fail(error)
+            raise
+        table = manager.load_table(identifier)
+        lineage.complete_write(table, result, config.mode)
         context.log.info(
             f"Iceberg {config.mode.value} of {table_name}"
             + (f" [{partition_slice.description}]" if partition_slice else "")
@@ -115,7 +122,7 @@ class IcebergIOManager(ConfigurableIOManager):
             f"{result.commit_attempts} commit attempt(s)"
         )
         context.add_output_metadata(
-            self._output_metadata(manager, identifier, result, partition_slice)
+            self._output_metadata(manager, identifier, result, partition_slice, table)
         )
 
     def _write_config(
@@ -196,8 +203,9 @@ class IcebergIOManager(ConfigurableIOManager):
         identifier: tuple[str, str],
         result: WriteResult,
         partition_slice: PartitionSlice | None,
+        table: Table | None = None,
     ) -> dict[str, Any]:
-        table = manager.load_table(identifier)
+        table = table if table is not None else manager.load_table(identifier)
         rows = manager.count(table, partition_slice.iceberg if partition_slice else None)
         metadata: dict[str, Any] = {
             "dagster/row_count": MetadataValue.int(rows),
@@ -240,19 +248,8 @@ class IcebergIOManager(ConfigurableIOManager):
         input_metadata = dict(context.definition_metadata or {})
         identifier = self._identifier(context.asset_key.path, upstream_metadata)
         table_name = ".".join(identifier)
-        manager = self.catalog.get_manager()
+        manager = self.catalog.get_manager(logger=context.log)
         table = manager.load_table(identifier)
-        partition_slice = None
-        if context.has_asset_partitions:
-            partition_slice = build_partition_slice(
-                asset=table_name,
-                partitions_def=context.asset_partitions_def,
-                partition_keys=list(context.asset_partition_keys),
-                partition_expr=input_metadata.get(
-                    "partition_expr", upstream_metadata.get("partition_expr")
-                ),
-                column_types=_column_types(table, None),
-            )
         columns = input_metadata.get("columns")
         as_of = input_metadata.get("as_of")
         if isinstance(as_of, str):
@@ -262,18 +259,38 @@ class IcebergIOManager(ConfigurableIOManager):
             "as_of": as_of,
             "ref": input_metadata.get("ref"),
         }
-        wanted = _wanted_type(context)
-        if wanted is pl.LazyFrame:
-            return _lazy_frame(manager, table, partition_slice, columns, read)
-        if wanted is pa.RecordBatchReader:
-            return manager.scan_batches(
-                table, partition_slice.iceberg if partition_slice else None, columns, **read
-            )
-        arrow = manager.scan(
-            table, partition_slice.iceberg if partition_slice else None, columns, **read
-        )
-        context.log.debug(f"Loaded {arrow.num_rows} rows from {table_name}")
-        return pl.from_arrow(arrow) if wanted is pl.DataFrame else arrow
+        emitter = self.catalog.lineage()
+        snapshot_id = _snapshot_read(manager, table, read) if emitter.enabled else None
+        lineage = emitter.start_load(context, table, snapshot_id)
+        try:
+            partition_slice = None
+            if context.has_asset_partitions:
+                partition_slice = build_partition_slice(
+                    asset=table_name,
+                    partitions_def=context.asset_partitions_def,
+                    partition_keys=list(context.asset_partition_keys),
+                    partition_expr=input_metadata.get(
+                        "partition_expr", upstream_metadata.get("partition_expr")
+                    ),
+                    column_types=_column_types(table, None),
+                )
+            row_filter = partition_slice.iceberg if partition_slice else None
+            wanted = _wanted_type(context)
+            rows = None
+            if wanted is pl.LazyFrame:
+                loaded = _lazy_frame(manager, table, partition_slice, columns, read)
+            elif wanted is pa.RecordBatchReader:
+                loaded = manager.scan_batches(table, row_filter, columns, **read)
+            else:
+                arrow = manager.scan(table, row_filter, columns, **read)
+                rows = arrow.num_rows
+                context.log.debug(f"Loaded {arrow.num_rows} rows from {table_name}")
+                loaded = pl.from_arrow(arrow) if wanted is pl.DataFrame else arrow
+        except Exception as error:
+            lineage.fail(error)
+            raise
+        lineage.complete_load(table, snapshot_id, rows)
+        return loaded
 
     # ------------------------------------------------------------------ helpers
 
@@ -326,6 +343,21 @@ def _enum(enum_type: Any, value: Any, key: str, table_name: str) -> Any:
         raise InvalidInputError(
             f"Asset {table_name}: {key}={value!r} is not valid; use one of {allowed}."
         ) from None
+
+
+def _snapshot_read(
+    manager: IcebergTableManager, table: Table, read: Mapping[str, Any]
+) -> int | None:
+    """The snapshot a load reads (for lineage): pinned id, time/tag resolved, else current."""
+    if read.get("snapshot_id") is not None:
+        return int(read["snapshot_id"])
+    if read.get("as_of") is not None or read.get("ref") is not None:
+        try:
+            return manager.snapshot_id_for(table, as_of=read.get("as_of"), ref=read.get("ref"))
+        except Exception:  # the scan itself reports a bad as_of / ref
+            return None
+    snapshot = table.current_snapshot()
+    return snapshot.snapshot_id if snapshot else None
 
 
 def _load_if_exists(manager: IcebergTableManager, identifier: tuple[str, str]) -> Table | None:

@@ -206,7 +206,11 @@ class CatalogIdentity:
             return f"hive://{urlsplit(self.uri).netloc}", dotted
         if kind == "sql" and self.uri:
             scheme, sep, rest = self.uri.partition("://")
-            return (f"{scheme.split('+', 1)[0]}{sep}{rest}" if sep else self.uri), dotted
+            if not sep:
+                return self.uri, dotted
+            authority, slash, path = rest.partition("/")
+            authority = authority.rpartition("@")[2]
+            return f"{scheme.split('+', 1)[0]}://{authority}{slash}{path}", dotted
         if self.uri:
             return self.uri, dotted
         return f"iceberg://{self.name}", dotted
