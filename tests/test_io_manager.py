@@ -674,3 +674,28 @@ def test_an_asset_written_for_the_community_package_works_unchanged(
     assert result.success
     assert manager.scan("analytics.page_views").num_rows == 24
     assert manager.scan("analytics.page_view_count").column("views").to_pylist() == [24]
+
+
+def test_streamed_outputs_lazy_frame_and_record_batch_reader(resources, instance, manager):
+    @dg.asset(io_manager_key="iceberg")
+    def lazy_numbers() -> pl.LazyFrame:
+        return pl.LazyFrame({"n": list(range(50_000))}).with_columns(
+            (pl.col("n") * 2).alias("double")
+        )
+
+    @dg.asset(io_manager_key="iceberg", metadata={"write_mode": "append"})
+    def batches() -> pa.RecordBatchReader:
+        schema = pa.schema([("n", pa.int64())])
+        chunks = (
+            pa.record_batch([pa.array(range(i, i + 100), pa.int64())], schema=schema)
+            for i in range(0, 1000, 100)
+        )
+        return pa.RecordBatchReader.from_batches(schema, chunks)
+
+    _run([lazy_numbers, batches], resources, instance)
+    _run([lazy_numbers, batches], resources, instance)
+
+    numbers = manager.scan("public.lazy_numbers")
+    assert numbers.num_rows == 50_000
+    assert numbers.column("double").to_pylist()[:3] == [0, 2, 4]
+    assert manager.scan("public.batches").num_rows == 2000
