@@ -42,8 +42,28 @@ FIRST_DAY = dt.date(2024, 1, 1)
 ID_STRIDE = 1_000_000_000
 _MICROS_PER_DAY = 86_400 * 1_000_000
 _COUNTRIES = np.array(
-    ["US", "DE", "FR", "GB", "IN", "BR", "JP", "CA", "ES", "IT",
-     "NL", "SE", "PL", "MX", "AU", "KR", "CH", "BE", "AT", "NO"]
+    [
+        "US",
+        "DE",
+        "FR",
+        "GB",
+        "IN",
+        "BR",
+        "JP",
+        "CA",
+        "ES",
+        "IT",
+        "NL",
+        "SE",
+        "PL",
+        "MX",
+        "AU",
+        "KR",
+        "CH",
+        "BE",
+        "AT",
+        "NO",
+    ]
 )
 _COUNTRY_WEIGHTS = 1.0 / np.arange(1, len(_COUNTRIES) + 1)
 _COUNTRY_WEIGHTS /= _COUNTRY_WEIGHTS.sum()
@@ -125,11 +145,16 @@ def partition_table(day: int, rows: int, *, version: int = 0) -> pa.Table:
 def range_table(first_day: int, days: int, rows_per_day: int, *, version: int = 0) -> pa.Table:
     """Days ``first_day .. first_day + days - 1`` concatenated (one single-run backfill's output)."""
     return pa.concat_tables(
-        [partition_table(d, rows_per_day, version=version) for d in range(first_day, first_day + days)]
+        [
+            partition_table(d, rows_per_day, version=version)
+            for d in range(first_day, first_day + days)
+        ]
     ).combine_chunks()
 
 
-def upsert_batch(day: int, partition_rows: int, rows: int, *, matched_fraction: float = 0.5) -> pa.Table:
+def upsert_batch(
+    day: int, partition_rows: int, rows: int, *, matched_fraction: float = 0.5
+) -> pa.Table:
     """``rows`` rows for day ``day``: a ``matched_fraction`` share updates existing ids of
     ``partition_table(day, partition_rows)`` (same id and ts, new amount and payload), the rest are
     new ids of the same day. Keys are unique."""

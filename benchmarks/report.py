@@ -1,6 +1,6 @@
 """Turn a results JSON into the markdown table, the target verdicts and the ratio chart.
 
-    python -m benchmarks.report benchmarks/results/2026-11-21.json   # re-render .md and .png
+python -m benchmarks.report benchmarks/results/2026-11-21.json   # re-render .md and .png
 """
 
 from __future__ import annotations
@@ -52,13 +52,13 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def _fmt_ratio(value: float | None) -> str:
     if value is None:
-        return "–"
+        return "-"
     return f"{value:.2f}x" if value < 10 else f"{value:.0f}x"
 
 
 def _fmt_seconds(value: float | None) -> str:
     if value is None:
-        return "–"
+        return "-"
     if value < 0.1:
         return f"{value * 1000:.1f} ms"
     return f"{value:.2f} s"
@@ -110,7 +110,12 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         other = _entry(results, case, "dagster_iceberg")
         if other and other.get("status") == "ok":
             parts[-1] += f" (dagster-iceberg: {max(other['failures'])} of {writers} failed)"
-    add("concurrent writes", "0 failures at every writer count", all_zero if seen else None, "; ".join(parts) or "–")
+    add(
+        "concurrent writes",
+        "0 failures at every writer count",
+        all_zero if seen else None,
+        "; ".join(parts) or "-",
+    )
 
     floe_u = _median(results, "upsert", "floe")
     for other in ("pyiceberg", "dagster_iceberg"):
@@ -136,13 +141,27 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     entry = _entry(results, "range_backfill", "floe")
     di = _entry(results, "range_backfill", "dagster_iceberg")
     measured = (
-        f"floe: {entry['status']}" + (f" in {_fmt_seconds(entry.get('median'))}" if entry and entry.get("status") == "ok" else f" ({entry.get('reason')})" if entry else "")
+        f"floe: {entry['status']}"
+        + (
+            f" in {_fmt_seconds(entry.get('median'))}"
+            if entry and entry.get("status") == "ok"
+            else f" ({entry.get('reason')})"
+            if entry
+            else ""
+        )
         if entry
         else "floe: not run"
     )
     if di:
-        measured += f"; dagster-iceberg: {di['status']}" + (f" ({di.get('reason')})" if di.get("reason") else "")
-    add("range backfill", "works in one run", None if entry is None else entry.get("status") == "ok", measured)
+        measured += f"; dagster-iceberg: {di['status']}" + (
+            f" ({di.get('reason')})" if di.get("reason") else ""
+        )
+    add(
+        "range backfill",
+        "works in one run",
+        None if entry is None else entry.get("status") == "ok",
+        measured,
+    )
     return targets
 
 
@@ -157,7 +176,7 @@ def _cell(results: dict[str, Any], case: str, system: str) -> str:
         return "n/a"
     if entry.get("status") == "failed" or not entry.get("ok"):
         return "**failed**"
-    text = f"{_fmt_seconds(entry['median'])} ({_fmt_seconds(entry['min'])}–{_fmt_seconds(entry['max'])})"
+    text = f"{_fmt_seconds(entry['median'])} ({_fmt_seconds(entry['min'])}-{_fmt_seconds(entry['max'])})"
     failures = entry.get("failures") or []
     if case.startswith("concurrent_writes_"):
         text += f", {max(failures)} failed"
@@ -169,22 +188,32 @@ def markdown(results: dict[str, Any]) -> str:
     cases = list(results.get("summary", {}))
     lines: list[str] = []
     m = results.get("machine", {})
-    lines.append(f"# Benchmark results {results.get('date')}" + (" (smoke sizes)" if results.get("smoke") else ""))
+    lines.append(
+        f"# Benchmark results {results.get('date')}"
+        + (" (smoke sizes)" if results.get("smoke") else "")
+    )
     lines.append("")
     lines.append(
         f"Machine: {m.get('usable_cpus')} cores ({m.get('cpu_model', '?')}), {m.get('memory_gib', '?')} GiB memory, "
         f"{m.get('platform', '?')}, Python {m.get('python', '?')}. "
         f"{results.get('repeats')} repeats per cell, each in a fresh process with a fresh warehouse; "
-        "time is the median (min–max)."
+        "time is the median (min-max)."
+        + (f" Code at commit `{results['commit'][:10]}`." if results.get("commit") else "")
     )
     lines.append("")
     lines.append("## Ratios")
     lines.append("")
-    lines.append("Median time of each system divided by raw Parquet's (the floor) and by floe's; lower is better.")
+    lines.append(
+        "Median time of each system divided by raw Parquet's (the floor) and by floe's; lower is better."
+    )
     lines.append("")
-    header = "| workload | " + " | ".join(f"{LABELS[s]} / raw" for s in systems if s != "raw_parquet")
+    header = "| workload | " + " | ".join(
+        f"{LABELS[s]} / raw" for s in systems if s != "raw_parquet"
+    )
     if "floe" in systems:
-        header += " | " + " | ".join(f"{LABELS[s]} / floe" for s in systems if s != "floe")
+        header += " | " + " | ".join(
+            f"{LABELS[s]} / floe" for s in systems if s not in ("floe", "raw_parquet")
+        )
     header += " |"
     lines.append(header)
     lines.append("|" + "---|" * (header.count("|") - 1))
@@ -196,7 +225,7 @@ def markdown(results: dict[str, Any]) -> str:
             if s != "raw_parquet":
                 row.append(_ratio_cell(results, case, s, raw))
         for s in systems:
-            if s != "floe" and "floe" in systems:
+            if s not in ("floe", "raw_parquet") and "floe" in systems:
                 row.append(_ratio_cell(results, case, s, floe))
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
@@ -205,7 +234,9 @@ def markdown(results: dict[str, Any]) -> str:
     lines.append("| workload | " + " | ".join(LABELS[s] for s in systems) + " |")
     lines.append("|" + "---|" * (len(systems) + 1))
     for case in cases:
-        lines.append("| " + " | ".join([_title(case)] + [_cell(results, case, s) for s in systems]) + " |")
+        lines.append(
+            "| " + " | ".join([_title(case)] + [_cell(results, case, s) for s in systems]) + " |"
+        )
     lines.append("")
     lines.append("## Details")
     lines.append("")
@@ -230,14 +261,19 @@ def markdown(results: dict[str, Any]) -> str:
         cells = []
         for s in systems:
             entry = _entry(results, case, s)
-            cells.append(f"{entry['peak_rss_mb']:.0f}" if entry and entry.get("peak_rss_mb") else "–")
+            cells.append(
+                f"{entry['peak_rss_mb']:.0f}" if entry and entry.get("peak_rss_mb") else "-"
+            )
         lines.append("| " + " | ".join([_title(case), *cells]) + " |")
     lines.append("")
     lines.append("## Versions")
     lines.append("")
     for system, versions in (results.get("versions") or {}).items():
         if versions:
-            lines.append(f"- {LABELS.get(system, system)}: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+            lines.append(
+                f"- {LABELS.get(system, system)}: "
+                + ", ".join(f"{k} {v}" for k, v in versions.items())
+            )
     lines.append("")
     lines.append("Sizes: " + ", ".join(f"{k}={v}" for k, v in results.get("sizes", {}).items()))
     lines.append("")
@@ -274,11 +310,20 @@ def _details(results: dict[str, Any], case: str, systems: list[str]) -> list[str
             out.append(text)
         elif case == "partition_read":
             text = f"{label} cold {_fmt_seconds(extra.get('cold_seconds'))}, warm {_fmt_seconds(extra.get('warm_seconds'))}"
-            if "run_seconds" in extra:
-                text += f", whole downstream run {_fmt_seconds(extra['run_seconds'])}"
+            if "io_manager_cold_seconds" in extra:
+                text += (
+                    f" (inside the IO manager's load_input: cold {_fmt_seconds(extra['io_manager_cold_seconds'])},"
+                    f" warm {_fmt_seconds(extra.get('io_manager_warm_seconds'))}; Dagster's own cost of a run:"
+                    f" {_fmt_seconds(extra.get('dagster_run_overhead_seconds'))})"
+                )
             out.append(text)
-        elif case == "sequential_writes" and "io_manager_seconds" in extra:
-            out.append(f"{label} {_fmt_seconds(extra['io_manager_seconds'])} of it inside the IO manager")
+        elif "io_manager_seconds" in extra:
+            text = (
+                f"{label} {_fmt_seconds(extra['io_manager_seconds'])} of it inside the IO manager"
+            )
+            if "dagster_run_overhead_seconds" in extra:
+                text += f" (Dagster's own cost of a run: {_fmt_seconds(extra['dagster_run_overhead_seconds'])})"
+            out.append(text)
         elif case == "compaction":
             out.append(
                 f"{label} {extra.get('files_before', 0):.0f} -> {extra.get('files_after', 0):.0f} files, full read "
@@ -299,7 +344,12 @@ def chart(results: dict[str, Any], path: Path) -> Path:
 
     systems = [s for s in SYSTEM_ORDER if s in results.get("systems", SYSTEM_ORDER)]
     cases = list(results.get("summary", {}))
-    colors = {"raw_parquet": "#9e9e9e", "pyiceberg": "#4c72b0", "dagster_iceberg": "#dd8452", "floe": "#2ca02c"}
+    colors = {
+        "raw_parquet": "#9e9e9e",
+        "pyiceberg": "#4c72b0",
+        "dagster_iceberg": "#dd8452",
+        "floe": "#2ca02c",
+    }
     fig, axes = plt.subplots(1, 2, figsize=(15, 6.5))
     for ax, base_system, title in (
         (axes[0], "raw_parquet", "time / raw Parquet time (the floor)"),
@@ -322,22 +372,33 @@ def chart(results: dict[str, Any], path: Path) -> Path:
             bars = ax.bar(xs, ys, width, label=LABELS[s], color=colors[s])
             for bar, value in zip(bars, ys, strict=True):
                 ax.annotate(
-                    _fmt_ratio(value), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                    ha="center", va="bottom", fontsize=7, rotation=90, xytext=(0, 2), textcoords="offset points",
+                    _fmt_ratio(value),
+                    (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                    rotation=90,
+                    xytext=(0, 2),
+                    textcoords="offset points",
                 )
             for x, text in marks:
-                ax.annotate(text, (x, 1), ha="center", va="bottom", fontsize=7, rotation=90, color="#c0392b")
+                ax.annotate(
+                    text, (x, 1), ha="center", va="bottom", fontsize=7, rotation=90, color="#c0392b"
+                )
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_yscale("log")
         ax.set_xticks(range(len(cases)))
-        ax.set_xticklabels([_title(c).split(". ", 1)[-1] for c in cases], rotation=30, ha="right", fontsize=8)
+        ax.set_xticklabels(
+            [_title(c).split(". ", 1)[-1] for c in cases], rotation=30, ha="right", fontsize=8
+        )
         ax.set_title(title)
         ax.set_ylabel("ratio (log scale, lower is better)")
         ax.legend(fontsize=8)
     m = results.get("machine", {})
     fig.suptitle(
         f"floe-dagster-iceberg benchmarks {results.get('date')}: {m.get('usable_cpus')} cores, "
-        f"{m.get('memory_gib')} GiB, median of {results.get('repeats')}" + (" (smoke sizes)" if results.get("smoke") else "")
+        f"{m.get('memory_gib')} GiB, median of {results.get('repeats')}"
+        + (" (smoke sizes)" if results.get("smoke") else "")
     )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -345,8 +406,19 @@ def chart(results: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def write_report(results: dict[str, Any], md_path: Path, png_path: Path) -> tuple[Path, Path]:
+def write_report(
+    results: dict[str, Any], md_path: Path, png_path: Path
+) -> tuple[Path, Path | None]:
+    """Write the markdown report and the chart (the chart needs matplotlib: the ``bench`` extra)."""
     md_path.write_text(markdown(results))
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print(
+            "matplotlib is not installed (pip install -e .[bench]): no chart written",
+            file=sys.stderr,
+        )
+        return md_path, None
     chart(results, png_path)
     return md_path, png_path
 
@@ -355,7 +427,7 @@ def main(argv: list[str]) -> int:
     path = Path(argv[0])
     results = json.loads(path.read_text())
     results["targets"] = evaluate_targets(results)
-    md, png = write_report(results, path.with_suffix(".md"), path.with_suffix(".png"))
+    md, _ = write_report(results, path.with_suffix(".md"), path.with_suffix(".png"))
     print(md.read_text())
     return 0
 

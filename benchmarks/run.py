@@ -14,6 +14,7 @@ table (``.md``) and a chart of the ratios (``.png``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -88,21 +89,43 @@ POSTGRES_WORKLOADS = {"concurrent_writes"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated, default: all")
-    parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated, default: all")
-    parser.add_argument("--repeats", type=int, default=None, help="runs per workload and system (default 3, smoke 1)")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--workloads", default=",".join(WORKLOADS), help="comma-separated, default: all"
+    )
+    parser.add_argument(
+        "--systems", default=",".join(SYSTEMS), help="comma-separated, default: all"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="runs per workload and system (default 3, smoke 1)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI and development")
     parser.add_argument("--rows", type=int, help="rows per partition of workloads 1 and 5")
     parser.add_argument("--partitions", type=int, help="partitions of workloads 1 and 5")
-    parser.add_argument("--writers", help="concurrent writer counts, comma-separated (default 8,16)")
+    parser.add_argument(
+        "--writers", help="concurrent writer counts, comma-separated (default 8,16)"
+    )
     parser.add_argument("--concurrent-rows", type=int, help="rows per concurrent writer")
     parser.add_argument("--table-rows", type=int, help="table size of workloads 3 and 4")
     parser.add_argument("--upsert-rows", type=int, help="upsert batch size")
     parser.add_argument("--small-files", type=int, help="files before compaction")
-    parser.add_argument("--timeout", type=float, default=1800, help="seconds before one run is killed")
-    parser.add_argument("--out", type=Path, help="results directory (default benchmarks/results, smoke: .work)")
-    parser.add_argument("--keep", action="store_true", help="keep the warehouses under benchmarks/.work")
+    parser.add_argument(
+        "--timeout", type=float, default=1800, help="seconds before one run is killed"
+    )
+    parser.add_argument(
+        "--out", type=Path, help="results directory (default benchmarks/results, smoke: .work)"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the warehouses under benchmarks/.work"
+    )
+    parser.add_argument(
+        "--profile", type=Path, help="write a pyinstrument profile of every run into this directory"
+    )
     args = parser.parse_args(argv)
     for name in ("workloads", "systems"):
         chosen = [x.strip() for x in getattr(args, name).split(",") if x.strip()]
@@ -138,24 +161,39 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": sys.version.split()[0],
         "cpu_count": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
     }
     try:
         meminfo = Path("/proc/meminfo").read_text()
-        kib = int(next(line for line in meminfo.splitlines() if line.startswith("MemTotal")).split()[1])
+        kib = int(
+            next(line for line in meminfo.splitlines() if line.startswith("MemTotal")).split()[1]
+        )
         info["memory_gib"] = round(kib / 1024 / 1024, 1)
         cpuinfo = Path("/proc/cpuinfo").read_text()
         info["cpu_model"] = next(
-            (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
+            (
+                line.split(":", 1)[1].strip()
+                for line in cpuinfo.splitlines()
+                if line.startswith("model name")
+            ),
             platform.processor(),
         )
     except (OSError, StopIteration):
         pass
-    try:
+    with contextlib.suppress(OSError):
         info["disk_free_gib"] = round(shutil.disk_usage(BENCH_DIR).free / 2**30, 1)
-    except OSError:
-        pass
     return info
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 # ------------------------------------------------------------------------ environments
@@ -168,12 +206,23 @@ def dagster_iceberg_python() -> Path:
     wanted = "\n".join(DAGSTER_ICEBERG_REQUIREMENTS)
     if python.exists() and marker.exists() and marker.read_text() == wanted:
         return python
-    print(f"creating {DAGSTER_ICEBERG_VENV.relative_to(REPO_ROOT)} ({', '.join(DAGSTER_ICEBERG_REQUIREMENTS)})", flush=True)
+    print(
+        f"creating {DAGSTER_ICEBERG_VENV.relative_to(REPO_ROOT)} ({', '.join(DAGSTER_ICEBERG_REQUIREMENTS)})",
+        flush=True,
+    )
     base = getattr(sys, "_base_executable", sys.executable)
     shutil.rmtree(DAGSTER_ICEBERG_VENV, ignore_errors=True)
     subprocess.run([base, "-m", "venv", str(DAGSTER_ICEBERG_VENV)], check=True)
     subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *DAGSTER_ICEBERG_REQUIREMENTS],
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            *DAGSTER_ICEBERG_REQUIREMENTS,
+        ],
         check=True,
     )
     marker.write_text(wanted)
@@ -218,6 +267,7 @@ def run_one(
     workdir: Path,
     catalog_uri: str,
     timeout: float,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     """One workload of one system in a fresh process; returns its result with peak memory."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -229,6 +279,11 @@ def run_one(
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
     env.setdefault("PYTHONWARNINGS", "ignore")
+    if profile is not None:
+        profile.mkdir(parents=True, exist_ok=True)
+        env["BENCH_PROFILE"] = str(
+            profile.resolve() / f"{workdir.parent.parent.name}-{system}-{workdir.name}"
+        )
     stdout_path, stderr_path = workdir / "stdout.log", workdir / "stderr.log"
     started = time.perf_counter()
     with open(stdout_path, "w") as out, open(stderr_path, "w") as err:
@@ -256,12 +311,17 @@ def run_one(
     result: dict[str, Any] | None = None
     for line in reversed(stdout_path.read_text(errors="replace").splitlines()):
         if line.startswith(RESULT_MARKER):
-            result = json.loads(line[len(RESULT_MARKER):])
+            result = json.loads(line[len(RESULT_MARKER) :])
             break
     if result is None:
         tail = stderr_path.read_text(errors="replace")[-1500:]
         reason = "timed out" if proc.returncode == -9 else f"worker exited {proc.returncode}"
-        result = {"system": system, "workload": workload, "status": "failed", "error": f"{reason}: {tail}"}
+        result = {
+            "system": system,
+            "workload": workload,
+            "status": "failed",
+            "error": f"{reason}: {tail}",
+        }
     result["wall_seconds"] = wall
     # ru_maxrss of a reaped child: its peak (or its largest descendant's) resident set, KiB
     result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1) if usage else None
@@ -274,7 +334,9 @@ def cases(workloads: list[str], sizes: dict[str, Any]) -> list[tuple[str, str, d
     for workload in workloads:
         if workload == "concurrent_writes":
             for writers in sizes["writers"]:
-                out.append((f"concurrent_writes_{writers}", workload, {**sizes, "writers": writers}))
+                out.append(
+                    (f"concurrent_writes_{writers}", workload, {**sizes, "writers": writers})
+                )
         else:
             out.append((workload, workload, sizes))
     return out
@@ -291,7 +353,11 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             entry: dict[str, Any] = {
                 "repeats": len(group),
                 "ok": len(ok),
-                "status": "ok" if len(ok) == len(group) else group[-1].get("status", "failed") if not ok else "partial",
+                "status": "ok"
+                if len(ok) == len(group)
+                else group[-1].get("status", "failed")
+                if not ok
+                else "partial",
             }
             if ok:
                 secs = [r["seconds"] for r in ok]
@@ -303,9 +369,20 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                     failures=[r.get("failures", 0) for r in ok],
                     peak_rss_mb=max((r.get("peak_rss_mb") or 0) for r in ok),
                 )
-                extra_keys = {k for r in ok for k, v in r.get("extra", {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+                extra_keys = {
+                    k
+                    for r in ok
+                    for k, v in r.get("extra", {}).items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)
+                }
                 entry["extra"] = {
-                    k: statistics.median([r["extra"][k] for r in ok if isinstance(r.get("extra", {}).get(k), (int, float))])
+                    k: statistics.median(
+                        [
+                            r["extra"][k]
+                            for r in ok
+                            if isinstance(r.get("extra", {}).get(k), (int, float))
+                        ]
+                    )
                     for k in sorted(extra_keys)
                 }
                 errors = sorted({e for r in ok for e in r.get("extra", {}).get("errors", [])})
@@ -320,6 +397,11 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if not args.smoke:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            sys.exit("the benchmark chart needs matplotlib: pip install -e '.[bench]'")
     sizes = sizes_from(args)
     repeats = args.repeats or (1 if args.smoke else 3)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -343,11 +425,18 @@ def main(argv: list[str] | None = None) -> int:
     for case, workload, params in all_cases:
         for repeat in range(repeats):
             # rotate the order every repeat so no system always runs first (or last)
-            order = args.systems[repeat % len(args.systems):] + args.systems[: repeat % len(args.systems)]
+            order = (
+                args.systems[repeat % len(args.systems) :]
+                + args.systems[: repeat % len(args.systems)]
+            )
             for system in order:
                 n += 1
                 workdir = session_dir / case / system / f"r{repeat + 1}"
-                uri = postgres.fresh_database() if postgres and workload in POSTGRES_WORKLOADS else f"sqlite:///{workdir / 'catalog.db'}"
+                uri = (
+                    postgres.fresh_database()
+                    if postgres and workload in POSTGRES_WORKLOADS
+                    else f"sqlite:///{workdir / 'catalog.db'}"
+                )
                 result = run_one(
                     python=pythons[system],
                     system=system,
@@ -356,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
                     workdir=workdir,
                     catalog_uri=uri,
                     timeout=args.timeout,
+                    profile=args.profile,
                 )
                 result.update(case=case, repeat=repeat + 1)
                 runs.append(result)
@@ -364,7 +454,11 @@ def main(argv: list[str] | None = None) -> int:
                 if not args.keep:
                     shutil.rmtree(workdir / "warehouse", ignore_errors=True)
                     (workdir / "catalog.db").unlink(missing_ok=True)
-                shown = f"{result['seconds']:.3f}s" if result.get("status") == "ok" else result.get("status")
+                shown = (
+                    f"{result['seconds']:.3f}s"
+                    if result.get("status") == "ok"
+                    else result.get("status")
+                )
                 extra = f" failures={result.get('failures')}" if result.get("failures") else ""
                 print(
                     f"[{n}/{total} {time.perf_counter() - started:6.0f}s] {case:<22} {system:<16} r{repeat + 1}: {shown}{extra}"
@@ -381,8 +475,11 @@ def main(argv: list[str] | None = None) -> int:
         "date": dt.date.today().isoformat(),
         "started": stamp,
         "smoke": args.smoke,
-        "command": " ".join(["python -m benchmarks.run", *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(
+            ["python -m benchmarks.run", *(argv if argv is not None else sys.argv[1:])]
+        ),
         "machine": machine_info(),
+        "commit": _git_commit(),
         "versions": versions,
         "sizes": sizes,
         "repeats": repeats,
@@ -395,13 +492,17 @@ def main(argv: list[str] | None = None) -> int:
     date = results["date"]
     json_path = out_dir / f"{date}.json"
     json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    md_path, png_path = report.write_report(results, out_dir / f"{date}.md", out_dir / f"{date}.png")
+    md_path, png_path = report.write_report(
+        results, out_dir / f"{date}.md", out_dir / f"{date}.png"
+    )
     print(f"\nwrote {json_path}, {md_path}, {png_path}\n")
     print(md_path.read_text())
     if postgres is not None:
         postgres.server.cleanup()
     if not args.keep:
-        shutil.rmtree(session_dir, ignore_errors=True) if all(r.get("status") in ("ok", "n/a") for r in runs) else None
+        shutil.rmtree(session_dir, ignore_errors=True) if all(
+            r.get("status") in ("ok", "n/a") for r in runs
+        ) else None
     return 0
 
 

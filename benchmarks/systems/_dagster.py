@@ -55,7 +55,11 @@ def events_asset(metadata: dict[str, Any], single_run: bool = False) -> Any:
     return events
 
 
-@asset(key=AssetKey([NAMESPACE, "events_rows"]), partitions_def=DAILY, ins={"events": AssetIn(key=EVENTS)})
+@asset(
+    key=AssetKey([NAMESPACE, "events_rows"]),
+    partitions_def=DAILY,
+    ins={"events": AssetIn(key=EVENTS)},
+)
 def events_rows(events: pa.Table) -> MaterializeResult:
     _HANDOVER["read"] = events
     return MaterializeResult(metadata={"rows": events.num_rows})
@@ -146,7 +150,9 @@ class DagsterSystem(System):
         return _INNER["seconds"]
 
     def overheads(self) -> dict[str, Any]:
-        return {"dagster_run_overhead_seconds": self._overhead} if self._overhead is not None else {}
+        return (
+            {"dagster_run_overhead_seconds": self._overhead} if self._overhead is not None else {}
+        )
 
     # ------------------------------------------------------------------ primitives
 

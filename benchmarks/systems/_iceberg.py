@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pyarrow as pa
@@ -21,10 +22,8 @@ def catalog_properties(ctx: Context) -> dict[str, str]:
 
 def open_catalog(ctx: Context) -> Catalog:
     catalog = load_catalog(CATALOG_NAME, **catalog_properties(ctx))
-    try:
+    with contextlib.suppress(NamespaceAlreadyExistsError):
         catalog.create_namespace(NAMESPACE)
-    except NamespaceAlreadyExistsError:
-        pass
     return catalog
 
 
@@ -65,7 +64,11 @@ def count_rows(ctx: Context) -> int:
         table = open_catalog(ctx).load_table(ctx.identifier)
     except NoSuchTableError:
         return 0
-    return sum(task.file.record_count for task in table.scan().plan_files()) if not _has_deletes(table) else table.scan().to_arrow().num_rows
+    return (
+        sum(task.file.record_count for task in table.scan().plan_files())
+        if not _has_deletes(table)
+        else table.scan().to_arrow().num_rows
+    )
 
 
 def _has_deletes(table: Table) -> bool:

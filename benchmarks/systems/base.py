@@ -59,7 +59,11 @@ class Context:
         return f"{NAMESPACE}.{TABLE}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"workdir": str(self.workdir), "catalog_uri": self.catalog_uri, "params": self.params}
+        return {
+            "workdir": str(self.workdir),
+            "catalog_uri": self.catalog_uri,
+            "params": self.params,
+        }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Context:
@@ -105,7 +109,7 @@ class System(ABC):
 
     # ----------------------------------------------------------- primitives (per system)
 
-    def prepare(self) -> None:
+    def prepare(self) -> None:  # noqa: B027  (optional hook)
         """Import and connect everything the timed operations use (not timed)."""
 
     @abstractmethod
@@ -147,7 +151,7 @@ class System(ABC):
     def versions(self) -> dict[str, str]:
         return versions_of(*self.distributions)
 
-    def reset_inner(self) -> None:
+    def reset_inner(self) -> None:  # noqa: B027  (optional hook)
         """Start counting the time spent inside the storage layer (IO manager) from zero."""
 
     def inner_seconds(self) -> float | None:
@@ -235,7 +239,9 @@ class System(ABC):
         for child in children:
             out, _ = child.communicate()
             child_seconds = clock()
-            outcomes.append(_parse_result(out) or {"ok": False, "error": f"exit {child.returncode}"})
+            outcomes.append(
+                _parse_result(out) or {"ok": False, "error": f"exit {child.returncode}"}
+            )
             outcomes[-1]["finished_at"] = child_seconds
         wall = clock()
         failures = [o for o in outcomes if not o.get("ok")]
@@ -250,14 +256,20 @@ class System(ABC):
                 "expected_rows": expected,
                 "rows_in_table": committed,
                 "rows_lost": expected - committed - len(failures) * rows,
-                "median_writer_seconds": statistics.median(o.get("seconds", wall) for o in outcomes),
+                "median_writer_seconds": statistics.median(
+                    o.get("seconds", wall) for o in outcomes
+                ),
                 "errors": sorted({o.get("error", "")[:300] for o in failures}),
             },
         }
 
     def upsert_workload(self, p: dict[str, Any]) -> dict[str, Any]:
         """Workload 3: upsert a batch (half matched) into one partition of a larger table."""
-        days, per_day, batch_rows = p["table_partitions"], p["table_rows"] // p["table_partitions"], p["upsert_rows"]
+        days, per_day, batch_rows = (
+            p["table_partitions"],
+            p["table_rows"] // p["table_partitions"],
+            p["upsert_rows"],
+        )
         day = days // 2
         batch = data.upsert_batch(day, per_day, batch_rows)
         if type(self).upsert is System.upsert:
@@ -278,7 +290,12 @@ class System(ABC):
             "seconds": seconds,
             "rows": batch_rows,
             "failures": 0,
-            "extra": {"table_rows": days * per_day, "matched": matched, "inserted": batch_rows - matched, **inner},
+            "extra": {
+                "table_rows": days * per_day,
+                "matched": matched,
+                "inserted": batch_rows - matched,
+                **inner,
+            },
         }
 
     def partition_read(self, p: dict[str, Any]) -> dict[str, Any]:
@@ -287,7 +304,9 @@ class System(ABC):
         days, per_day = p["table_partitions"], p["table_rows"] // p["table_partitions"]
         day = days // 2
         self.build_table(days, per_day)
-        reader = self._spawn_child({"task": "read", "day": day, "reads": 1 + p["warm_reads"]}, "reader")
+        reader = self._spawn_child(
+            {"task": "read", "day": day, "reads": 1 + p["warm_reads"]}, "reader"
+        )
         out, _ = reader.communicate(input="")
         outcome = _parse_result(out)
         if outcome is None or not outcome.get("ok"):
@@ -305,7 +324,9 @@ class System(ABC):
         inner = outcome.get("inner")
         if inner and inner[0] is not None:
             extra["io_manager_cold_seconds"] = inner[0]
-            extra["io_manager_warm_seconds"] = statistics.median(inner[1:]) if len(inner) > 1 else None
+            extra["io_manager_warm_seconds"] = (
+                statistics.median(inner[1:]) if len(inner) > 1 else None
+            )
         return {"seconds": timings[0], "rows": per_day, "failures": 0, "extra": extra}
 
     def range_backfill(self, p: dict[str, Any]) -> dict[str, Any]:
@@ -319,7 +340,12 @@ class System(ABC):
         seconds = clock()
         inner = self._inner_extra()
         self._expect_rows(days * rows)
-        return {"seconds": seconds, "rows": days * rows, "failures": 0, "extra": {"partitions": days, **inner}}
+        return {
+            "seconds": seconds,
+            "rows": days * rows,
+            "failures": 0,
+            "extra": {"partitions": days, **inner},
+        }
 
     def compaction(self, p: dict[str, Any]) -> dict[str, Any]:
         """Workload 6: compact a table of many small files; read it before and after."""
@@ -372,7 +398,7 @@ class System(ABC):
             [sys.executable, "-m", "benchmarks.systems.worker", "--child", json.dumps(spec)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=open(self.ctx.workdir / f"{log_name}.log", "w"),  # noqa: SIM115
+            stderr=open(self.ctx.workdir / f"{log_name}.log", "w"),
             text=True,
         )
 
@@ -392,7 +418,14 @@ class System(ABC):
                     del table
             except Exception as error:
                 return {"ok": False, "error": f"{type(error).__name__}: {_root_message(error)}"}
-            return {"ok": True, "timings": timings, "rows": rows, "inner": inner, "overheads": self.overheads(), "peak_rss_mb": peak_rss_mb()}
+            return {
+                "ok": True,
+                "timings": timings,
+                "rows": rows,
+                "inner": inner,
+                "overheads": self.overheads(),
+                "peak_rss_mb": peak_rss_mb(),
+            }
         table = data.partition_table(task["day"], task["rows"])
         self.prepare()
         print("READY", flush=True)
@@ -401,7 +434,11 @@ class System(ABC):
         try:
             self.write_partition(task["day"], table)
         except Exception as error:  # the failure is the measurement
-            return {"ok": False, "seconds": clock(), "error": f"{type(error).__name__}: {_root_message(error)}"}
+            return {
+                "ok": False,
+                "seconds": clock(),
+                "error": f"{type(error).__name__}: {_root_message(error)}",
+            }
         return {"ok": True, "seconds": clock()}
 
 
@@ -435,7 +472,7 @@ def _root_message(error: BaseException) -> str:
 def _parse_result(stdout: str) -> dict[str, Any] | None:
     for line in reversed(stdout.splitlines()):
         if line.startswith(RESULT_MARKER):
-            return json.loads(line[len(RESULT_MARKER):])
+            return json.loads(line[len(RESULT_MARKER) :])
     return None
 
 

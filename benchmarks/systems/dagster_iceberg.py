@@ -15,7 +15,12 @@ from benchmarks.systems.base import CATALOG_NAME, NAMESPACE, Context
 class DagsterIceberg(DagsterSystem):
     name = "dagster_iceberg"
     distributions: ClassVar[tuple[str, ...]] = (
-        "dagster-iceberg", "dagster", "pyiceberg", "pyiceberg-core", "pyarrow", "sqlalchemy",
+        "dagster-iceberg",
+        "dagster",
+        "pyiceberg",
+        "pyiceberg-core",
+        "pyarrow",
+        "sqlalchemy",
     )
 
     def __init__(self, ctx: Context) -> None:

@@ -16,7 +16,12 @@ from benchmarks.systems.base import CATALOG_NAME, NAMESPACE
 class Floe(DagsterSystem):
     name = "floe"
     distributions: ClassVar[tuple[str, ...]] = (
-        "floe-dagster-iceberg", "dagster", "pyiceberg", "pyiceberg-core", "pyarrow", "sqlalchemy",
+        "floe-dagster-iceberg",
+        "dagster",
+        "pyiceberg",
+        "pyiceberg-core",
+        "pyarrow",
+        "sqlalchemy",
     )
 
     def catalog_resource(self) -> Any:
@@ -24,7 +29,9 @@ class Floe(DagsterSystem):
 
         return IcebergCatalogResource(
             name=CATALOG_NAME,
-            catalog=SqlCatalogConfig(uri=self.ctx.catalog_uri, warehouse=self.ctx.warehouse.as_uri()),
+            catalog=SqlCatalogConfig(
+                uri=self.ctx.catalog_uri, warehouse=self.ctx.warehouse.as_uri()
+            ),
         )
 
     def instrument_io_manager(self) -> None:

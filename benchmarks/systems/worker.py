@@ -6,10 +6,13 @@ result. ``--child`` runs one concurrent writer of the concurrent-writes workload
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 from benchmarks.systems import load_system
@@ -21,11 +24,32 @@ def _emit(payload: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+@contextlib.contextmanager
+def _profiled(label: str) -> Iterator[None]:
+    """With ``BENCH_PROFILE=<path prefix>`` set, write a pyinstrument call tree of the block."""
+    prefix = os.environ.get("BENCH_PROFILE")
+    if not prefix:
+        yield
+        return
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.002)
+    profiler.start()
+    try:
+        yield
+    finally:
+        profiler.stop()
+        with open(f"{prefix}-{label}.txt", "w") as out:
+            out.write(profiler.output_text(unicode=True, show_all=False))
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--child"]:
         spec = json.loads(argv[1])
         system = load_system(spec["child_of"])(Context.from_json(spec["ctx"]))
-        _emit(system.run_child(spec))
+        with _profiled(f"{spec['task']}-{spec['day']}"):
+            outcome = system.run_child(spec)
+        _emit(outcome)
         return 0
     spec = json.loads(argv[argv.index("--spec") + 1])
     started = time.perf_counter()
@@ -33,7 +57,8 @@ def main(argv: list[str]) -> int:
     try:
         system = load_system(spec["system"])(Context.from_json(spec["ctx"]))
         payload["versions"] = system.versions()
-        payload.update(system.run_workload(spec["workload"], spec["ctx"]["params"]))
+        with _profiled("workload"):
+            payload.update(system.run_workload(spec["workload"], spec["ctx"]["params"]))
         payload["status"] = "ok"
     except NotSupported as reason:
         payload.update(status="n/a", reason=str(reason))
