@@ -91,7 +91,7 @@ DEFAULT_JOB_NAMESPACE = "dagster"
 """Job namespace when neither the config nor ``$OPENLINEAGE_NAMESPACE`` names one."""
 
 INTEGRATION = "DAGSTER"
-READ_ONLY_ACTIONS = frozenset({"health"})
+READ_ONLY_ACTIONS = frozenset({"health", "table_health"})
 _ALIAS_PREFIX = "OPENLINEAGE__TRANSPORT__TRANSPORTS__DEFAULT_HTTP"
 
 
@@ -414,7 +414,7 @@ class _Dispatcher:
             self._failing = True
             self._down_until = time.monotonic() + self.retry_after
             _warn_once(
-                "receiver",
+                f"receiver-{id(self)}",
                 "OpenLineage events could not be sent (%s: %s). Runs are not affected; events are "
                 "dropped while the receiver fails and sending is retried every %.0f s. Logged "
                 "once per process.",
@@ -1020,9 +1020,9 @@ def track_maintenance(
 ) -> Iterator[MaintenanceLineage]:
     """OpenLineage START/COMPLETE/FAIL around one maintenance action on one table.
 
-    The job is ``{op name}.{namespace}.{table}`` (one stable job per op and table, like Spark's
-    integration appends the dataset name), or ``job_name``; ``context`` (an op context) gives
-    the parent Dagster run. The table before the action is the input; the table after it is the
+    The job is ``{op name}.{action}.{namespace}.{table}`` (one stable job per op, action and
+    table, as Spark's integration appends the dataset name to its job names), or ``job_name``;
+    ``context`` (an op context) gives the parent Dagster run. The table before the action is the input; the table after it is the
     output (not for read-only actions such as ``health``), with ``outputStatistics`` from the
     recorded result's ``rows_rewritten``, ``bytes_added`` and ``files_added``.
 
@@ -1043,7 +1043,7 @@ def track_maintenance(
         op_name = job_name
         if op_name is None:
             try:
-                op_name = f"{context.op_def.name}.{'.'.join(identifier)}"
+                op_name = f"{context.op_def.name}.{action}.{'.'.join(identifier)}"
             except Exception:
                 op_name = f"{action}.{'.'.join(identifier)}"
         before = manager.load_table(identifier)
