@@ -282,7 +282,7 @@ def _check_scenario(events: list[dict[str, Any]], run_ids: list[str], home: Path
     for event in events:
         validate_event(event)
     warehouse = (home / "warehouse").resolve()
-    orders_name = f"{warehouse}/sales.db/orders"
+    orders_name = f"{warehouse}/sales/orders"
 
     # -- order and jobs
     summary = [(e["eventType"], e["job"]["name"]) for e in events]
@@ -370,7 +370,7 @@ def _check_scenario(events: list[dict[str, Any]], run_ids: list[str], home: Path
 
     # -- upserts: CREATE, then a plain merge commit
     customers_created = _outputs(events[7])[0]
-    assert customers_created["name"] == f"{warehouse}/crm.db/customers"
+    assert customers_created["name"] == f"{warehouse}/crm/customers"
     assert _lifecycle(customers_created) == "CREATE"
     merged = _outputs(events[9])[0]
     assert _lifecycle(merged) is None
@@ -390,7 +390,7 @@ def _check_scenario(events: list[dict[str, Any]], run_ids: list[str], home: Path
     assert read["inputFacets"]["inputStatistics"]["rowCount"] == 8
     assert load_start["inputs"][0]["facets"]["version"]["datasetVersion"] == version_3
     summary_output = _outputs(events[13])[0]
-    assert summary_output["name"] == f"{warehouse}/sales.db/order_summary"
+    assert summary_output["name"] == f"{warehouse}/sales/order_summary"
     assert _lifecycle(summary_output) == "CREATE"
 
     # -- compaction: input the table before, output the new snapshot with its statistics
