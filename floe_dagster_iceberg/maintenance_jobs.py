@@ -20,7 +20,7 @@ Example:
 
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -187,14 +187,18 @@ def _selection(
     )
 
 
-def _code_location_tables(context: Any, selection: _Selection) -> dict[dg.AssetKey, str]:
-    """Iceberg assets of the code location the run or sensor belongs to."""
+def _code_location_tables(context: Any, selection: _Selection) -> dict[dg.AssetKey, str] | None:
+    """Iceberg assets of the code location the run or sensor belongs to (None: unknown).
+
+    A run launched from a code location (UI, schedule, sensor, ``dagster job execute``) knows
+    its code location; ``execute_in_process`` does not.
+    """
     try:
         repository = context.repository_def
-    except Exception:  # a context without a repository (e.g. a bare op test)
-        return {}
+    except Exception:
+        return None
     if repository is None:
-        return {}
+        return None
     definitions = {id(d): d for d in repository.assets_defs_by_key.values()}
     return iceberg_asset_tables(
         definitions.values(),
@@ -206,6 +210,15 @@ def _code_location_tables(context: Any, selection: _Selection) -> dict[dg.AssetK
 def _resolve(context: Any, selection: _Selection, catalog: Any) -> tuple[list[dict], list[dict]]:
     """(targets, failures): ``{"table", "asset_key"}`` per table to maintain."""
     location = _code_location_tables(context, selection)
+    if location is None:
+        if selection.everything:
+            raise dg.Failure(
+                description="This run does not know its code location (it was started with "
+                "execute_in_process), so 'every Iceberg asset of the code location' cannot be "
+                "listed: give the job tables=, namespaces= or assets=, or launch it from the "
+                "code location (UI, schedule, sensor, `dagster job execute`)."
+            )
+        location = {}
     by_table = {table: key for key, table in location.items()}
     targets: dict[str, dg.AssetKey | None] = {}
     failures: list[dict] = []
@@ -418,7 +431,8 @@ def _maintain(
     steps: Sequence[MaintenanceStep],
     selection: _Selection,
     resource_key: str,
-) -> None:
+) -> Iterator[dg.AssetObservation | dg.Output]:
+    """Run the steps; yield observations as they happen (kept even when the op fails)."""
     config = dict(context.op_config or {})
     resource = _catalog_resource(context, resource_key)
     manager = resource.get_manager()
@@ -465,12 +479,10 @@ def _maintain(
                 f"Iceberg {step} on {table}: {text} ({time.monotonic() - started:.2f} s)"
             )
             if target["asset_key"]:
-                context.log_event(
-                    dg.AssetObservation(
-                        asset_key=dg.AssetKey(target["asset_key"]),
-                        description=f"Iceberg {step.replace('_', ' ')}: {text}",
-                        metadata=_observation_metadata(health, step, metrics),
-                    )
+                yield dg.AssetObservation(
+                    asset_key=dg.AssetKey(target["asset_key"]),
+                    description=f"Iceberg {step.replace('_', ' ')}: {text}",
+                    metadata=_observation_metadata(health, step, metrics),
                 )
         metadata[f"{step}/summary"] = dg.MetadataValue.md(
             _summary_markdown(rows) if rows else "no tables"
@@ -486,7 +498,7 @@ def _maintain(
             ),
             metadata={**metadata, "failures": dg.MetadataValue.json(failures)},
         )
-    context.add_output_metadata(metadata)
+    yield dg.Output(None, metadata=metadata)
 
 
 def build_iceberg_maintenance_op(
@@ -544,8 +556,8 @@ def build_iceberg_maintenance_op(
         + ", ".join(s.replace("_", " ") for s in chosen_steps)
         + ".",
     )
-    def maintenance_op(context: dg.OpExecutionContext) -> None:
-        _maintain(context, chosen_steps, selection, resource_key)
+    def maintenance_op(context: dg.OpExecutionContext) -> Iterator[dg.AssetObservation | dg.Output]:
+        yield from _maintain(context, chosen_steps, selection, resource_key)
 
     return maintenance_op
 
@@ -697,7 +709,7 @@ def build_iceberg_compaction_sensor(
     def compaction_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
         state = json.loads(context.cursor) if context.cursor else {"after": {}, "pending": {}}
         keys = explicit or list(
-            _code_location_tables(context, _Selection(io_manager_key=io_manager_key))
+            _code_location_tables(context, _Selection(io_manager_key=io_manager_key)) or {}
         )
         if not keys:
             return dg.SkipReason("no Iceberg assets to watch")
