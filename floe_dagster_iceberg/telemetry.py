@@ -96,7 +96,9 @@ def resolve_tracer_provider(path: str) -> TracerProvider:
             raise InvalidInputError(
                 f"tracer_provider {path!r} could not be imported: {type(error).__name__}: {error}."
             ) from None
-        provider = target if hasattr(target, "get_tracer") else target()
+        provider = target
+        if not hasattr(target, "get_tracer") and callable(target):
+            provider = target()
         if not hasattr(provider, "get_tracer"):
             raise InvalidInputError(
                 f"tracer_provider {path!r} gave a {type(provider).__name__}, not an OpenTelemetry "
