@@ -29,6 +29,7 @@ import dagster as dg
 
 from floe_dagster_iceberg.errors import TableNotFoundError
 from floe_dagster_iceberg.identifiers import DEFAULT_NAMESPACE, asset_table_identifier
+from floe_dagster_iceberg.lineage import track_maintenance
 from floe_dagster_iceberg.maintenance import (
     DEFAULT_ORPHAN_AGE,
     DEFAULT_TARGET_FILE_SIZE_BYTES,
@@ -436,6 +437,7 @@ def _maintain(
     config = dict(context.op_config or {})
     resource = _catalog_resource(context, resource_key)
     manager = resource.get_manager()
+    lineage = resource.lineage() if hasattr(resource, "lineage") else None
     chosen = _override(selection, config)
     targets, failures = _resolve(context, chosen, resource.load_catalog())
     explicit = set(chosen.tables)
@@ -454,7 +456,12 @@ def _maintain(
                 continue
             started = time.monotonic()
             try:
-                result = _run_step(manager, step, table, config)
+                if lineage is None:
+                    result = _run_step(manager, step, table, config)
+                else:
+                    with track_maintenance(lineage, manager, table, step, context) as tracked:
+                        result = _run_step(manager, step, table, config)
+                        tracked.record(result)
                 health = manager.table_health(table)
             except TableNotFoundError as error:
                 if table not in explicit and target["asset_key"] is not None:
