@@ -21,7 +21,7 @@ Every job, schedule and sensor it creates is STOPPED until switched on in the UI
 from datetime import timedelta
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from floe_dagster_iceberg.checks import build_iceberg_health_checks
 from floe_dagster_iceberg.identifiers import DEFAULT_NAMESPACE
@@ -47,8 +47,14 @@ class IcebergHealthChecksModel(dg.Model, dg.Resolvable):
     )
     max_snapshots: int = Field(default=500, ge=1, description="Fail above this many snapshots")
     max_staleness_hours: float | None = Field(
-        default=36, gt=0, description="Fail when data is older than this; null: no check"
+        default=36, description="Fail when data is older than this; null: no check"
     )
+
+    @model_validator(mode="after")
+    def _check_staleness(self) -> "IcebergHealthChecksModel":
+        if self.max_staleness_hours is not None and self.max_staleness_hours <= 0:
+            raise ValueError("max_staleness_hours must be positive (or null for no check)")
+        return self
 
 
 class IcebergMaintenanceComponent(dg.Component, dg.Model, dg.Resolvable):
@@ -104,14 +110,14 @@ class IcebergMaintenanceComponent(dg.Component, dg.Model, dg.Resolvable):
     )
     execution_timezone: str = Field(default="UTC", description="Timezone of the cron schedules")
     target_file_size_mb: float | None = Field(
-        default=None, gt=0, description="Compacted file size; null: table property or 128 MiB"
+        default=None, description="Compacted file size; null: table property or 128 MiB"
     )
     min_input_files: int = Field(default=2, ge=1, description="Smallest bin worth rewriting")
     expire_older_than_days: float | None = Field(
-        default=None, ge=0, description="Snapshot age to expire; null: table property (7 days)"
+        default=None, description="Snapshot age to expire; null: table property (7 days)"
     )
     retain_last: int | None = Field(
-        default=None, ge=1, description="Snapshots always kept; null: table property (1)"
+        default=None, description="Snapshots always kept; null: table property (1)"
     )
     orphan_older_than_hours: float = Field(
         default=DEFAULT_ORPHAN_AGE.total_seconds() / 3600,
@@ -123,6 +129,16 @@ class IcebergMaintenanceComponent(dg.Component, dg.Model, dg.Resolvable):
         default_factory=IcebergHealthChecksModel,
         description="Health checks on the listed assets; null: none",
     )
+
+    @model_validator(mode="after")
+    def _check_optional_numbers(self) -> "IcebergMaintenanceComponent":
+        if self.target_file_size_mb is not None and self.target_file_size_mb <= 0:
+            raise ValueError("target_file_size_mb must be positive (or null)")
+        if self.expire_older_than_days is not None and self.expire_older_than_days < 0:
+            raise ValueError("expire_older_than_days must not be negative (or null)")
+        if self.retain_last is not None and self.retain_last < 1:
+            raise ValueError("retain_last must be at least 1 (or null)")
+        return self
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         """The maintenance jobs, schedules, sensor and checks this component declares."""

@@ -1,0 +1,139 @@
+"""Iceberg health asset checks evaluated on real tables."""
+
+import datetime as dt
+
+import dagster as dg
+import pyarrow as pa
+import pytest
+
+from floe_dagster_iceberg import (
+    EmbeddedCatalogConfig,
+    IcebergCatalogResource,
+    create_iceberg_resources,
+)
+from floe_dagster_iceberg.checks import (
+    SMALL_FILES_CHECK,
+    SNAPSHOT_COUNT_CHECK,
+    STALENESS_CHECK,
+    build_iceberg_health_checks,
+)
+from floe_dagster_iceberg.models import WriteConfig
+
+
+@dg.asset(key_prefix=["lake"], io_manager_key="iceberg", metadata={"write_mode": "append"})
+def events() -> pa.Table:
+    return pa.table({"id": pa.array([1, 2, 3], pa.int64())})
+
+
+@dg.asset(key_prefix=["sales"], io_manager_key="iceberg", metadata={"namespace": "raw"})
+def orders() -> pa.Table:
+    return pa.table({"id": pa.array([1], pa.int64())})
+
+
+@pytest.fixture
+def catalog_resource(tmp_path) -> IcebergCatalogResource:
+    return IcebergCatalogResource(catalog=EmbeddedCatalogConfig(home=str(tmp_path)))
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
+
+
+def _results(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
+    return {
+        (evaluation.asset_key.to_user_string(), evaluation.check_name): evaluation
+        for evaluation in result.get_asset_check_evaluations()
+    }
+
+
+def test_checks_fail_on_small_files_and_snapshots_then_pass_after_maintenance(
+    catalog_resource, instance
+):
+    resources = create_iceberg_resources(catalog_resource)
+    for _ in range(5):
+        assert dg.materialize([events], resources=resources, instance=instance).success
+    checks = build_iceberg_health_checks(
+        [events], min_small_files=3, max_snapshots=3, max_staleness=dt.timedelta(hours=1)
+    )
+
+    result = dg.materialize([events, *checks], resources=resources, instance=instance)
+
+    evaluations = _results(result)
+    small = evaluations[("lake/events", SMALL_FILES_CHECK)]
+    snapshots = evaluations[("lake/events", SNAPSHOT_COUNT_CHECK)]
+    fresh = evaluations[("lake/events", STALENESS_CHECK)]
+    assert not small.passed
+    assert small.severity == dg.AssetCheckSeverity.WARN
+    assert "6 of 6 data files are small" in small.description
+    assert small.metadata["iceberg/small_file_ratio"].value == pytest.approx(1.0)
+    assert small.metadata["iceberg/table"].value == "lake.events"
+    assert not snapshots.passed
+    assert snapshots.metadata["iceberg/snapshots"].value == 6
+    assert fresh.passed  # just written
+
+    manager = catalog_resource.get_manager()
+    manager.compact("lake.events", target_file_size_bytes=10**7)
+    manager.expire_snapshots("lake.events", older_than=dt.timedelta(0), retain_last=2)
+    after = _results(
+        dg.materialize(
+            [events, *checks],
+            resources=resources,
+            instance=instance,
+            selection=dg.AssetSelection.all_asset_checks(),
+        )
+    )
+    assert after[("lake/events", SMALL_FILES_CHECK)].passed
+    assert after[("lake/events", SNAPSHOT_COUNT_CHECK)].passed
+
+
+def test_staleness_ignores_compaction_and_missing_tables_fail(catalog_resource, instance):
+    manager = catalog_resource.get_manager()
+    manager.write(
+        "raw.orders", pa.table({"id": pa.array([1], pa.int64())}), WriteConfig(mode="append")
+    )
+    manager.write(
+        "raw.orders", pa.table({"id": pa.array([2], pa.int64())}), WriteConfig(mode="append")
+    )
+    manager.compact("raw.orders", target_file_size_bytes=10**7)
+    checks = build_iceberg_health_checks(
+        [orders, "lake/never_written"],
+        max_staleness=dt.timedelta(0),  # any age is too old: compaction must not count as fresh
+        severity=dg.AssetCheckSeverity.ERROR,
+    )
+
+    result = dg.materialize(
+        [dg.AssetSpec(["sales", "orders"]), dg.AssetSpec(["lake", "never_written"]), *checks],
+        resources={"iceberg_catalog": catalog_resource},
+        instance=instance,
+        selection=dg.AssetSelection.all_asset_checks(),
+        raise_on_error=False,
+    )
+
+    evaluations = _results(result)
+    stale = evaluations[("sales/orders", STALENESS_CHECK)]
+    assert not stale.passed
+    assert stale.severity == dg.AssetCheckSeverity.ERROR
+    assert stale.metadata["iceberg/table"].value == "raw.orders"
+    assert "data last changed" in stale.description
+    missing = evaluations[("lake/never_written", SMALL_FILES_CHECK)]
+    assert not missing.passed
+    assert "does not exist" in missing.description
+
+
+def test_check_selection_runs_only_what_is_asked(catalog_resource, instance):
+    resources = create_iceberg_resources(catalog_resource)
+    assert dg.materialize([events], resources=resources, instance=instance).success
+    checks = build_iceberg_health_checks([events], max_staleness=None)
+    assert {key.name for key in checks[0].check_keys} == {SMALL_FILES_CHECK, SNAPSHOT_COUNT_CHECK}
+
+    result = dg.materialize(
+        [events, *checks],
+        resources=resources,
+        instance=instance,
+        selection=dg.AssetSelection.checks(dg.AssetCheckKey(events.key, SNAPSHOT_COUNT_CHECK)),
+    )
+
+    assert list(_results(result)) == [("lake/events", SNAPSHOT_COUNT_CHECK)]
+    assert build_iceberg_health_checks([]) == []
