@@ -182,11 +182,11 @@ class CatalogIdentity:
     def from_properties(
         cls, name: str, catalog_type: str, uri: str | None, properties: Mapping[str, str]
     ) -> CatalogIdentity:
-        """Build it from PyIceberg catalog properties (``uri`` already redacted)."""
+        """Build it from PyIceberg catalog properties; user info is dropped from ``uri``."""
         return cls(
             name=name,
             type=catalog_type,
-            uri=uri,
+            uri=_without_userinfo(uri) if uri else None,
             warehouse=properties.get("warehouse"),
             glue_region=properties.get("glue.region") or properties.get("client.region"),
             glue_catalog_id=properties.get("glue.id"),
@@ -205,15 +205,20 @@ class CatalogIdentity:
         if kind == "hive" and self.uri:
             return f"hive://{urlsplit(self.uri).netloc}", dotted
         if kind == "sql" and self.uri:
-            scheme, sep, rest = self.uri.partition("://")
-            if not sep:
-                return self.uri, dotted
-            authority, slash, path = rest.partition("/")
-            authority = authority.rpartition("@")[2]
-            return f"{scheme.split('+', 1)[0]}://{authority}{slash}{path}", dotted
+            scheme, sep, rest = _without_userinfo(self.uri).partition("://")
+            return (f"{scheme.split('+', 1)[0]}://{rest}" if sep else self.uri), dotted
         if self.uri:
             return self.uri, dotted
         return f"iceberg://{self.name}", dotted
+
+
+def _without_userinfo(uri: str) -> str:
+    """``scheme://user:secret@host/...`` (or a redacted ``***@``) without the user part."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return uri
+    authority, slash, path = rest.partition("/")
+    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
 
 
 @dataclass(frozen=True)

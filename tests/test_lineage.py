@@ -6,7 +6,6 @@ is validated against the official OpenLineage JSON schemas vendored under
 ``tests/openlineage_spec`` (openlineage-python does not ship them).
 """
 
-
 import datetime as dt
 import json
 import logging
@@ -27,6 +26,7 @@ from referencing import Registry, Resource
 from floe_dagster_iceberg import (
     EmbeddedCatalogConfig,
     IcebergCatalogResource,
+    RestCatalogConfig,
     create_iceberg_resources,
 )
 from floe_dagster_iceberg.lineage import (
@@ -606,3 +606,110 @@ def test_failing_receiver_never_fails_a_run_and_is_logged_once(
         # the first event was tried (with its retries); the rest were dropped while it failed
         assert 1 <= server.requests <= 3
         assert server.events == []
+
+
+# ---------------------------------------------------------------------- step processes
+
+
+@dg.asset(key_prefix=["mp"], io_manager_key="iceberg")
+def raw_events() -> pa.Table:
+    return pa.table({"kind": ["click", "view", "click"], "n": [1, 2, 3]})
+
+
+@dg.asset(
+    key_prefix=["mp"],
+    io_manager_key="iceberg",
+    ins={"raw_events": dg.AssetIn(key=["mp", "raw_events"])},
+)
+def event_counts(raw_events: pa.Table) -> pa.Table:
+    return pa.table({"events": [raw_events.num_rows]})
+
+
+MULTIPROCESS_DEFS = dg.Definitions(
+    assets=[raw_events, event_counts],
+    jobs=[dg.define_asset_job("lineage_steps_job", selection=[raw_events, event_counts])],
+    resources=create_iceberg_resources(),
+)
+
+
+def lineage_steps_job() -> dg.JobDefinition:
+    return MULTIPROCESS_DEFS.resolve_job_def("lineage_steps_job")
+
+
+def test_step_processes_send_their_events_before_exiting(
+    tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the multiprocess executor every step runs in its own process: the events queued
+    there are sent when that process exits, so nothing is lost and this process flushes
+    nothing."""
+    monkeypatch.setenv("OPENLINEAGE_URL", receiver.url)
+    monkeypatch.setenv("FLOE_ICEBERG_HOME", str(tmp_path / "lake"))
+    # the step processes import this module by name, from the working directory
+    monkeypatch.chdir(Path(__file__).parent)
+    with dg.instance_for_test() as instance:
+        result = dg.execute_job(dg.reconstructable(lineage_steps_job), instance=instance)
+        assert result.success
+        run_id = result.run_id
+    assert [(e["eventType"], e["job"]["name"]) for e in receiver.events] == [
+        ("START", "mp/raw_events"),
+        ("COMPLETE", "mp/raw_events"),
+        ("START", "mp/event_counts"),
+        ("COMPLETE", "mp/event_counts"),
+        ("START", "mp/event_counts"),
+        ("COMPLETE", "mp/event_counts"),
+    ]
+    for event in receiver.events:
+        validate_event(event)
+        parent = event["run"]["facets"]["parent"]
+        assert parent["run"]["runId"] == run_id
+        assert parent["job"]["name"] == "lineage_steps_job"
+    assert receiver.events[3]["inputs"][0]["name"].endswith("/mp/raw_events")
+
+
+# ---------------------------------------------------------------------- REST catalog on S3
+
+
+def test_rest_catalog_on_s3_is_named_like_spark(
+    rest_catalog_properties: dict[str, str], namespace: str, receiver: Receiver
+) -> None:
+    properties = dict(rest_catalog_properties)
+    catalog = IcebergCatalogResource(
+        catalog=RestCatalogConfig(
+            uri=properties["uri"],
+            warehouse=properties["warehouse"],
+            credential=properties["credential"],
+        ),
+        properties={k: v for k, v in properties.items() if k.startswith("s3.")},
+        openlineage=LineageConfig(transport={"type": "http", "url": receiver.url}),
+    )
+
+    @dg.asset(name="orders", metadata={"namespace": namespace}, io_manager_key="iceberg")
+    def rest_orders() -> pa.Table:
+        return pa.table({"order_id": [1, 2], "amount": [1.0, 2.0]})
+
+    result = dg.materialize([rest_orders], resources=create_iceberg_resources(catalog))
+    assert result.success
+    assert flush_lineage(FLUSH_SECONDS)
+    assert [e["eventType"] for e in receiver.events] == ["START", "COMPLETE"]
+    for event in receiver.events:
+        validate_event(event)
+    (output,) = receiver.events[1]["outputs"]
+
+    location = catalog.get_manager().load_table((namespace, "orders")).location()
+    assert location.startswith("s3://")
+    bucket, _, path = location.removeprefix("s3://").partition("/")
+    assert output["namespace"] == f"s3://{bucket}"
+    assert output["name"] == path.rstrip("/")
+    assert not output["name"].startswith("/")
+    assert output["facets"]["symlinks"]["identifiers"] == [
+        {"namespace": properties["uri"], "name": f"{namespace}.orders", "type": "TABLE"}
+    ]
+    facet = output["facets"]["catalog"]
+    assert (facet["type"], facet["name"], facet["metadataUri"], facet["warehouseUri"]) == (
+        "rest",
+        "floe",
+        properties["uri"],
+        properties["warehouse"],
+    )
+    assert properties["credential"] not in json.dumps(receiver.events)
+    assert _lifecycle(output) == "CREATE"
