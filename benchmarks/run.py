@@ -285,6 +285,7 @@ def run_one(
             profile.resolve() / f"{workdir.parent.parent.name}-{system}-{workdir.name}"
         )
     stdout_path, stderr_path = workdir / "stdout.log", workdir / "stderr.log"
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     started = time.perf_counter()
     with open(stdout_path, "w") as out, open(stderr_path, "w") as err:
         proc = subprocess.Popen(
@@ -323,6 +324,8 @@ def run_one(
             "error": f"{reason}: {tail}",
         }
     result["wall_seconds"] = wall
+    # the 1-minute load average before the run: a busy machine explains an outlier
+    result["load_average_before"] = load_before
     # ru_maxrss of a reaped child: its peak (or its largest descendant's) resident set, KiB
     result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1) if usage else None
     return result
