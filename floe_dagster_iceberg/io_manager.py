@@ -122,7 +122,7 @@ class IcebergIOManager(ConfigurableIOManager):
             f"{result.commit_attempts} commit attempt(s)"
         )
         context.add_output_metadata(
-            self._output_metadata(manager, identifier, result, partition_slice, table)
+            self._output_metadata(manager, identifier, result, partition_slice, table, config.mode)
         )
 
     def _write_config(
@@ -203,7 +203,8 @@ class IcebergIOManager(ConfigurableIOManager):
         identifier: tuple[str, str],
         result: WriteResult,
         partition_slice: PartitionSlice | None,
-        table: Table | None = None,
+        table: Table | None,
+        mode: WriteMode,
     ) -> dict[str, Any]:
         table = table if table is not None else manager.load_table(identifier)
         rows = manager.count(table, partition_slice.iceberg if partition_slice else None)
@@ -229,7 +230,7 @@ class IcebergIOManager(ConfigurableIOManager):
             metadata["iceberg/schema_changes"] = MetadataValue.text(
                 "; ".join(result.schema_changes)
             )
-        if result.rows_updated or result.rows_inserted or result.rows_unchanged:
+        if mode is WriteMode.UPSERT:
             metadata.update(
                 {
                     "iceberg/rows_updated": MetadataValue.int(result.rows_updated),

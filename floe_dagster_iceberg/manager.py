@@ -365,6 +365,11 @@ class IcebergTableManager:
         snapshot_properties: dict[str, str],
     ) -> _Staged:
         metadata = tx.table_metadata
+        if config.mode is WriteMode.UPSERT:
+            from floe_dagster_iceberg.upsert import validate_upsert_input
+
+            # Key problems get the upsert's own message before any schema planning.
+            validate_upsert_input(name, metadata.schema(), stream.table(), config.join_cols)
         schema_plan = plan_schema_update(
             name, metadata.schema(), stream.schema, config.schema_update_mode
         )
@@ -493,7 +498,14 @@ class IcebergTableManager:
                     if not staged.changed and not created:
                         attempt_span.set_attribute("iceberg.commit.skipped", True)
                         return WriteResult(
-                            table=name, snapshot_id=None, operation=None, commit_attempts=attempt
+                            table=name,
+                            snapshot_id=None,
+                            operation=None,
+                            commit_attempts=attempt,
+                            rows_updated=staged.rows_updated,
+                            rows_inserted=staged.rows_inserted,
+                            rows_unchanged=staged.rows_unchanged,
+                            files_rewritten=staged.files_rewritten,
                         )
                     committed = tx.commit_transaction()
                     result = _result(name, committed, write_id, attempt, staged, created)
