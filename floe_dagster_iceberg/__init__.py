@@ -15,6 +15,8 @@ from floe_dagster_iceberg.catalog_resource import (
     S3StorageConfig,
     SqlCatalogConfig,
 )
+from floe_dagster_iceberg.checks import build_iceberg_health_checks
+from floe_dagster_iceberg.components import IcebergMaintenanceComponent
 from floe_dagster_iceberg.errors import (
     CatalogConnectionError,
     CommitConflictError,
@@ -27,6 +29,21 @@ from floe_dagster_iceberg.errors import (
     UpsertKeyError,
 )
 from floe_dagster_iceberg.io_manager import IcebergIOManager, create_iceberg_resources
+from floe_dagster_iceberg.lineage import LineageConfig, flush_lineage, track_maintenance
+from floe_dagster_iceberg.maintenance import (
+    CompactionResult,
+    ExpireSnapshotsResult,
+    OrphanFilesResult,
+    RewriteManifestsResult,
+    TableHealth,
+)
+from floe_dagster_iceberg.maintenance_jobs import (
+    MaintenanceStep,
+    build_iceberg_compaction_sensor,
+    build_iceberg_maintenance_definitions,
+    build_iceberg_maintenance_job,
+    build_iceberg_maintenance_schedule,
+)
 from floe_dagster_iceberg.manager import CreateTableResult, IcebergTableManager
 from floe_dagster_iceberg.models import (
     ColumnSpec,
@@ -49,6 +66,7 @@ from floe_dagster_iceberg.models import (
     WriteMode,
     WriteResult,
 )
+from floe_dagster_iceberg.telemetry import set_tracer_provider
 from floe_dagster_iceberg.version import __version__
 
 __all__ = [
@@ -56,22 +74,29 @@ __all__ = [
     "CatalogConnectionError",
     "ColumnSpec",
     "CommitConflictError",
+    "CompactionResult",
     "CreateTableResult",
     "CustomCatalogConfig",
     "EmbeddedCatalogConfig",
+    "ExpireSnapshotsResult",
     "IcebergCatalogResource",
     "IcebergError",
     "IcebergIOManager",
+    "IcebergMaintenanceComponent",
     "IcebergTableManager",
     "InvalidIdentifierError",
     "InvalidInputError",
+    "LineageConfig",
+    "MaintenanceStep",
     "NullOrder",
+    "OrphanFilesResult",
     "PartitionField",
     "PartitionMismatchError",
     "PartitionSpecUpdateMode",
     "PartitionTransform",
     "RestCatalogConfig",
     "RetryPolicy",
+    "RewriteManifestsResult",
     "S3StorageConfig",
     "SchemaChange",
     "SchemaChangeKind",
@@ -83,6 +108,7 @@ __all__ = [
     "SortField",
     "SqlCatalogConfig",
     "TableConfig",
+    "TableHealth",
     "TableNotFoundError",
     "TableSchema",
     "UpsertKeyError",
@@ -91,5 +117,13 @@ __all__ = [
     "WriteMode",
     "WriteResult",
     "__version__",
+    "build_iceberg_compaction_sensor",
+    "build_iceberg_health_checks",
+    "build_iceberg_maintenance_definitions",
+    "build_iceberg_maintenance_job",
+    "build_iceberg_maintenance_schedule",
     "create_iceberg_resources",
+    "flush_lineage",
+    "set_tracer_provider",
+    "track_maintenance",
 ]
