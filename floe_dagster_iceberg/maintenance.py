@@ -748,20 +748,14 @@ def compact(
                 duration_seconds=time.monotonic() - started,
             )
         written: list[DataFile] = []
+        added_by_bin: list[list[DataFile]] = []
         try:
-            stats = _stage_and_commit(table, plan.bins, written, maintenance_id)
-            committed = _reload(manager, table)
-            snapshot = _find_maintenance_snapshot(committed, maintenance_id)
-            return CompactionResult(
-                table=name,
-                snapshot_id=snapshot.snapshot_id if snapshot else None,
-                partitions=stats,
-                skipped=skipped,
-                target_file_size_bytes=target_file_size_bytes,
-                commit_attempts=attempt,
-                conflicts=conflicts,
-                duration_seconds=time.monotonic() - started,
-            )
+            tx = _stage_rewrite(table, plan.bins, written, added_by_bin, maintenance_id)
+        except BaseException:
+            _delete_quietly(table, (f.file_path for f in written))
+            raise
+        try:
+            tx.commit_transaction()
         except _PartitionConflict as error:
             _delete_quietly(table, (f.file_path for f in written))
             conflicts += 1
@@ -777,28 +771,40 @@ def compact(
                 "Compaction of %s met concurrent writes (attempt %d); re-planning.", name, attempt
             )
         except (CommitFailedException, ValidationException) as error:
+            # Both guarantee the commit did not land: its files can go.
             _delete_quietly(table, (f.file_path for f in written))
             conflicts += 1
             last_error = error
             log.info("Compaction of %s conflicted (attempt %d): %s", name, attempt, error)
         except CommitStateUnknownException as error:
-            # The commit may have landed: never delete its files; look for it instead.
+            # The commit may have landed: never delete its files; look for it instead. Any
+            # other error while committing propagates, files kept (orphan removal reclaims
+            # them if the commit did not land).
             last_error = error
             found = _find_maintenance_snapshot(_reload(manager, table), maintenance_id)
             if found is not None:
                 return CompactionResult(
                     table=name,
                     snapshot_id=found.snapshot_id,
-                    partitions=_partition_stats(table, plan.bins, written),
+                    partitions=_partition_stats(table, plan.bins, added_by_bin),
                     skipped=skipped,
                     target_file_size_bytes=target_file_size_bytes,
                     commit_attempts=attempt,
                     conflicts=conflicts,
                     duration_seconds=time.monotonic() - started,
                 )
-        except BaseException:
-            _delete_quietly(table, (f.file_path for f in written))
-            raise
+        else:
+            snapshot = _find_maintenance_snapshot(_reload(manager, table), maintenance_id)
+            return CompactionResult(
+                table=name,
+                snapshot_id=snapshot.snapshot_id if snapshot else None,
+                partitions=_partition_stats(table, plan.bins, added_by_bin),
+                skipped=skipped,
+                target_file_size_bytes=target_file_size_bytes,
+                commit_attempts=attempt,
+                conflicts=conflicts,
+                duration_seconds=time.monotonic() - started,
+            )
         if attempt < max_attempts:
             _backoff(attempt, initial, ceiling)
     raise CommitConflictError(
@@ -824,11 +830,18 @@ def _skipped(table: Table, reasons: dict[tuple[int, Record], str]) -> tuple[Skip
     )
 
 
-def _stage_and_commit(
-    table: Table, bins: list[_Bin], written: list[DataFile], maintenance_id: str
-) -> tuple[PartitionCompaction, ...]:
-    """Rewrite every bin and commit one replace snapshot; ``written`` collects new files."""
-    added_by_bin: list[list[DataFile]] = []
+def _stage_rewrite(
+    table: Table,
+    bins: list[_Bin],
+    written: list[DataFile],
+    added_by_bin: list[list[DataFile]],
+    maintenance_id: str,
+) -> Any:
+    """Rewrite every bin and stage one replace snapshot on a new transaction (not committed).
+
+    ``written`` collects every new file as soon as it exists, ``added_by_bin`` the files of each
+    bin.
+    """
     for rewrite_bin in bins:
         rows = _sort_rows(table, _read_data_files(table, rewrite_bin.files))
         expected = sum(f.record_count for f in rewrite_bin.files)
@@ -854,32 +867,22 @@ def _stage_and_commit(
             producer.delete_data_file(data_file)
         for data_file in new_files:
             producer.append_data_file(data_file)
-    producer.commit()
-    tx.commit_transaction()
-    return _partition_stats(table, bins, written, added_by_bin)
+    producer.commit()  # stages the snapshot on the transaction
+    return tx
 
 
 def _partition_stats(
-    table: Table,
-    bins: list[_Bin],
-    written: list[DataFile],
-    added_by_bin: list[list[DataFile]] | None = None,
+    table: Table, bins: list[_Bin], added_by_bin: list[list[DataFile]]
 ) -> tuple[PartitionCompaction, ...]:
     totals: dict[tuple[int, Record], list[int]] = {}
-    for index, rewrite_bin in enumerate(bins):
+    for rewrite_bin, added in zip(bins, added_by_bin, strict=True):
         key = (rewrite_bin.spec_id, rewrite_bin.partition)
         row = totals.setdefault(key, [0, 0, 0, 0, 0])
         row[0] += len(rewrite_bin.files)
         row[1] += rewrite_bin.bytes
+        row[2] += len(added)
+        row[3] += sum(f.file_size_in_bytes for f in added)
         row[4] += sum(f.record_count for f in rewrite_bin.files)
-        if added_by_bin is not None:
-            row[2] += len(added_by_bin[index])
-            row[3] += sum(f.file_size_in_bytes for f in added_by_bin[index])
-    if added_by_bin is None and written:
-        # Outcome recovered after an unknown commit state: attribute new files in bulk.
-        first = next(iter(totals))
-        totals[first][2] = len(written)
-        totals[first][3] = sum(f.file_size_in_bytes for f in written)
     return tuple(
         sorted(
             (
