@@ -1,0 +1,1 @@
+"""Helpers of the reliability tests: worker processes, fault injection, leak scanning."""
