@@ -99,7 +99,7 @@ class Demo:
                 "dagster/asset_partition_range_end": partition_range[1],
             }
         result = self.dg.materialize(
-            self.assets.lakehouse_assets,
+            self.assets.all_assets,
             selection=list(selection),
             partition_key=partition_key,
             resources=self.resources,
@@ -123,13 +123,8 @@ class Demo:
                 shutil.rmtree(parsed.path)
 
     def tables(self) -> list[str]:
-        """The example's Iceberg tables: every asset stored by the ``iceberg`` IO manager."""
-        return [
-            ".".join(key.path)
-            for asset in self.assets.lakehouse_assets
-            for key in asset.keys
-            if asset.get_io_manager_key_for_asset_key(key) == "iceberg"
-        ]
+        """The example's Iceberg tables."""
+        return [".".join(key.path) for asset in self.assets.lakehouse_assets for key in asset.keys]
 
     # ------------------------------------------------------------------------------ report
 

@@ -294,6 +294,9 @@ lakehouse_assets = [
     fct_orders,
     revenue_by_region,
     customers,
-    customers_baseline,
     customer_tier_changes,
 ]
+"""The assets stored as Iceberg tables by the ``iceberg`` IO manager."""
+
+all_assets = [*lakehouse_assets, customers_baseline]
+"""Every asset of the code location (``customers_baseline`` tags a table, it stores none)."""
