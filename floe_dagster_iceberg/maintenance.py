@@ -519,6 +519,47 @@ class _ReplaceDataFiles(_OverwriteFiles):
         summary = super()._summary(snapshot_properties)
         return Summary(Operation.REPLACE, **summary.additional_properties)
 
+    def _deleted_entries(self) -> list[ManifestEntry]:
+        """The parent's entries of the files being replaced, marked DELETED.
+
+        Same result as PyIceberg's ``_OverwriteFiles._deleted_entries``, but manifests are
+        filtered on this thread: PyIceberg 0.12 shares one manifest evaluator, which keeps
+        per-call state, across its worker threads, so with many manifests some matching ones
+        are skipped and the commit fails with "Missing required files to delete".
+        """
+        if self._parent_snapshot_id is None:
+            return []
+        parent = self._transaction.table_metadata.snapshot_by_id(self._parent_snapshot_id)
+        if parent is None:
+            raise ValueError(f"Could not find the previous snapshot: {self._parent_snapshot_id}")
+        evaluators: dict[int, Callable[[ManifestFile], bool]] = {}
+        candidates = []
+        for manifest in parent.manifests(self._io):
+            spec_id = manifest.partition_spec_id
+            if spec_id not in evaluators:
+                evaluators[spec_id] = self._build_manifest_evaluator(spec_id)
+            if evaluators[spec_id](manifest):
+                candidates.append(manifest)
+
+        def deleted(manifest: ManifestFile) -> list[ManifestEntry]:
+            return [
+                ManifestEntry.from_args(
+                    status=ManifestEntryStatus.DELETED,
+                    snapshot_id=self._snapshot_id,
+                    sequence_number=entry.sequence_number,
+                    file_sequence_number=entry.file_sequence_number,
+                    data_file=entry.data_file,
+                )
+                for entry in manifest.fetch_manifest_entry(self._io, discard_deleted=True)
+                if entry.data_file.content == DataFileContent.DATA
+                and entry.data_file in self._deleted_data_files
+            ]
+
+        with ThreadPoolExecutor(max_workers=_DELETE_WORKERS) as pool:
+            entries = [e for chunk in pool.map(deleted, candidates) for e in chunk]
+        self._validate_required_deletes(entries)
+        return entries
+
     def _validate_concurrency(self) -> None:
         from pyiceberg.table.update.validate import (
             _added_data_files,
