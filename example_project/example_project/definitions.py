@@ -17,8 +17,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from example_project import maintenance
 from example_project.assets import all_assets
-from example_project.maintenance import maintenance_defs
 from example_project.resources import catalog_from_env
 from floe_dagster_iceberg import create_iceberg_resources
 
@@ -33,7 +33,7 @@ def build_definitions() -> dg.Definitions:
         executor=dg.in_process_executor,
     )
     components = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
-    return dg.Definitions.merge(lakehouse, maintenance_defs, components)
+    return dg.Definitions.merge(lakehouse, maintenance.maintenance_defs, components)
 
 
 defs = build_definitions()
