@@ -487,6 +487,7 @@ class IcebergTableManager:
         last_error: Exception | None = None
         for attempt in range(1, policy.max_attempts + 1):
             created = False
+            base_snapshot_id: int | None = None
             attempt_attributes = {
                 "iceberg.commit.attempt": attempt,
                 "iceberg.commit.max_attempts": policy.max_attempts,
@@ -494,6 +495,7 @@ class IcebergTableManager:
             with self.telemetry.span("commit", identifier, attempt_attributes) as attempt_span:
                 try:
                     tx, created = self._open_transaction(identifier, create_with)
+                    base_snapshot_id = tx.table_metadata.current_snapshot_id
                     staged = stage(tx, properties)
                     if not staged.changed and not created:
                         attempt_span.set_attribute("iceberg.commit.skipped", True)
@@ -533,7 +535,10 @@ class IcebergTableManager:
                         policy.max_attempts,
                     )
                 except Exception as error:
-                    if not _is_retryable(error):
+                    if not (
+                        _is_retryable(error)
+                        or self._base_expired(identifier, base_snapshot_id, error)
+                    ):
                         raise
                     record_error(attempt_span, error)
                     last_error = error
@@ -553,6 +558,19 @@ class IcebergTableManager:
             f"{policy.max_attempts} attempts ({type(last_error).__name__}: {last_error}). "
             "Nothing was committed; re-run, or raise the retry limit (RetryPolicy.max_attempts)."
         ) from last_error
+
+    def _base_expired(
+        self, identifier: tuple[str, str], base_snapshot_id: int | None, error: Exception
+    ) -> bool:
+        """Whether a file of the snapshot the attempt started from is gone because the table
+        moved on (snapshot expiry deleted it meanwhile): then a fresh attempt can succeed."""
+        if not isinstance(error, FileNotFoundError):
+            return False
+        try:
+            current = self.catalog.load_table(identifier).metadata.current_snapshot_id
+        except Exception:
+            return False
+        return current != base_snapshot_id
 
     def _log_commit(self, result: WriteResult, policy: RetryPolicy) -> None:
         self.log.info(
