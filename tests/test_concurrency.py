@@ -14,13 +14,21 @@ import pytest
 import reliability_defs
 from dagster import DagsterInstance, DagsterRunStatus
 from infra.catalogs import dispose_catalog, load_test_catalog
+from pyiceberg.expressions import EqualTo
 from reliability.backfill import run_partition
-from reliability.processes import run_concurrently
+from reliability.processes import run_concurrently, run_together
 from reliability.workers import (
+    PART_SPEC,
+    append_batches,
+    maintain,
+    overwrite_versions,
+    partition_rows,
+    upsert_rows,
     write_partition,
 )
 
 from floe_dagster_iceberg.manager import IcebergTableManager
+from floe_dagster_iceberg.models import WriteConfig
 
 WRITERS = 16
 ROWS_PER_PARTITION = 250
@@ -153,3 +161,147 @@ def test_dagster_backfill_with_multiprocess_executor(
     step_pids = set(rows.column("pid").to_pylist())
     assert len(step_pids) == 16
     assert not step_pids & {r["pid"] for r in results}
+
+
+# ---------------------------------------------------------------------- same-partition races
+
+RACE_ROUNDS = 3
+
+
+def test_two_overwrites_of_one_partition_leave_exactly_one_runs_rows(
+    catalog_properties, catalog_kind, manager, namespace
+):
+    """Two runs overwrite the same partition at once: one run's rows win, never a mix."""
+    table = f"{namespace}.race"
+    config = WriteConfig(
+        mode="overwrite", row_filter=EqualTo("part", "b"), partition_spec=PART_SPEC
+    )
+    manager.write(
+        table,
+        partition_rows("a", 40, "neighbour"),
+        config.model_copy(update={"row_filter": EqualTo("part", "a")}),
+    )
+    manager.write(table, partition_rows("b", 30, "initial"), config)
+    winners = []
+    for round_ in range(RACE_ROUNDS):
+        sizes = {f"r{round_}x": 100 + round_, f"r{round_}y": 150 + round_}
+        outcomes = run_concurrently(
+            write_partition,
+            [(catalog_properties, table, "b", size, writer) for writer, size in sizes.items()],
+        )
+        outcomes.values  # noqa: B018 - raises if a writer failed
+        rows = manager.scan(table, EqualTo("part", "b"))
+        writers = set(rows.column("writer").to_pylist())
+        assert len(writers) == 1, f"round {round_}: rows of {writers} mixed"
+        (winner,) = writers
+        assert sorted(rows.column("id").to_pylist()) == list(range(sizes[winner]))
+        winners.append(winner)
+        neighbour = manager.scan(table, EqualTo("part", "a"))
+        assert sorted(neighbour.column("id").to_pylist()) == list(range(40))
+    print(f"\n{catalog_kind}: overwrite race winners {winners}")
+
+
+def _apply(state: dict[int, tuple[str, str]], rows: dict[str, list]) -> dict[int, tuple[str, str]]:
+    merged = dict(state)
+    for key, value, writer in zip(rows["id"], rows["value"], rows["writer"], strict=True):
+        merged[key] = (value, writer)
+    return merged
+
+
+def _state(table: pa.Table) -> dict[int, tuple[str, str]]:
+    columns = (table.column(c).to_pylist() for c in ("id", "value", "writer"))
+    return {key: (value, writer) for key, value, writer in zip(*columns, strict=True)}
+
+
+def _upsert_input(ids: range, value: str, writer: str) -> dict[str, list]:
+    return {"id": list(ids), "value": [f"{value}{i}" for i in ids], "writer": [writer] * len(ids)}
+
+
+def test_two_upserts_of_overlapping_keys_end_in_a_serial_order(
+    catalog_properties, catalog_kind, manager, namespace
+):
+    """Two concurrent upserts sharing keys: the result equals one of their serial orders."""
+    table = f"{namespace}.accounts"
+    initial = pa.table(
+        {
+            "id": pa.array(range(100), pa.int64()),
+            "value": pa.array([f"v{i}" for i in range(100)]),
+            "writer": pa.array(["initial"] * 100),
+        }
+    )
+    manager.write(table, initial)
+    orders = []
+    for round_ in range(RACE_ROUNDS):
+        state = _state(manager.scan(table))
+        # Both update keys 40..59 and insert keys 110..119; each also touches keys of its own.
+        first = _upsert_input(range(0, 60), f"x{round_}-", "x")
+        first = {c: first[c] + _upsert_input(range(100, 120), f"x{round_}-", "x")[c] for c in first}
+        second = _upsert_input(range(40, 100), f"y{round_}-", "y")
+        second = {
+            c: second[c] + _upsert_input(range(110, 130), f"y{round_}-", "y")[c] for c in second
+        }
+        outcomes = run_concurrently(
+            upsert_rows, [(catalog_properties, table, first), (catalog_properties, table, second)]
+        )
+        outcomes.values  # noqa: B018 - raises if a writer failed
+        result = manager.scan(table)
+        keys = result.column("id").to_pylist()
+        assert len(keys) == len(set(keys)), "an upsert duplicated keys"
+        final = _state(result)
+        x_then_y = _apply(_apply(state, first), second)
+        y_then_x = _apply(_apply(state, second), first)
+        assert final in (x_then_y, y_then_x), "the result is no serial order of the two upserts"
+        orders.append("x,y" if final == x_then_y else "y,x")
+    print(f"\n{catalog_kind}: upsert race serial orders {orders}")
+
+
+# ---------------------------------------------------------------------- writers vs maintenance
+
+
+def test_writers_and_maintenance_at_once_lose_no_row_and_no_live_file(
+    postgres_catalog_properties, namespace, tmp_path, warehouse_files, record_property
+):
+    """Appends and overwrites commit while compaction and snapshot expiry run in a loop."""
+    loaded = load_test_catalog(postgres_catalog_properties)
+    manager = IcebergTableManager(loaded)
+    table = f"{namespace}.busy"
+    manager.write(table, partition_rows("c", 10, "seed"), WriteConfig(partition_spec=PART_SPEC))
+    done = tmp_path / "done"
+    done.mkdir()
+    commits, rows_per_commit, versions = 12, 20, 8
+    properties = postgres_catalog_properties
+    outcomes = run_together(
+        [
+            (append_batches, (properties, table, "a", commits, rows_per_commit, str(done))),
+            (append_batches, (properties, table, "b", commits, rows_per_commit, str(done))),
+            (overwrite_versions, (properties, table, "c", versions, 30, str(done))),
+            (maintain, (properties, table, str(done), 3)),
+        ],
+        timeout=240,
+    )
+    *writers, maintenance = outcomes.values
+    record_property("maintenance", maintenance)
+    print(f"\nmaintenance during writes: {maintenance}; writer attempts {writers}")
+    # Writers waited for a compaction half-way, and maintenance compacts once more at the end.
+    assert maintenance["compactions"] >= 2
+    assert maintenance["snapshots_expired"] >= 1
+
+    loaded_table = manager.load_table(table)
+    rows = manager.scan(loaded_table)
+    by_part = _rows_by_partition(rows)
+    for part in ("a", "b"):
+        ids = sorted(row_id for row_id, _ in by_part[part])
+        assert ids == list(range(commits * rows_per_commit)), (
+            f"partition {part} lost or doubled rows"
+        )
+    assert sorted(by_part["c"]) == [(i, f"v{versions - 1}") for i in range(30)]
+
+    # Every file a live snapshot needs still exists, and every live snapshot reads.
+    existing = set(warehouse_files(loaded_table))
+    needed = set(loaded_table.inspect.all_files().column("file_path").to_pylist())
+    needed |= set(loaded_table.inspect.all_manifests().column("path").to_pylist())
+    needed |= {s.manifest_list for s in loaded_table.snapshots()}
+    assert needed - existing == set()
+    for snapshot in loaded_table.snapshots():
+        manager.scan(loaded_table, snapshot_id=snapshot.snapshot_id)
+    dispose_catalog(loaded)

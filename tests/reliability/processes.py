@@ -120,11 +120,18 @@ def run_concurrently(
     ``target`` must be a module-level function of an importable module; it calls ``start()``
     right before the work that must overlap (all workers return from it together).
     """
-    barrier = CONTEXT.Barrier(len(arguments))
+    return run_together([(target, tuple(args)) for args in arguments], timeout=timeout)
+
+
+def run_together(
+    calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]], *, timeout: float = 120.0
+) -> Outcomes:
+    """Like :func:`run_concurrently` with a different function per process."""
+    barrier = CONTEXT.Barrier(len(calls))
     results = CONTEXT.Queue()
     processes = [
-        CONTEXT.Process(target=_run, args=(index, target, tuple(args), barrier, results))
-        for index, args in enumerate(arguments)
+        CONTEXT.Process(target=_run, args=(index, target, args, barrier, results))
+        for index, (target, args) in enumerate(calls)
     ]
     started = time.monotonic()
     for process in processes:
@@ -136,7 +143,14 @@ def run_concurrently(
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 missing = sorted(set(range(len(processes))) - set(collected))
-                raise WorkerFailed(f"workers {missing} did not finish within {timeout:.0f} s")
+                errors = "".join(
+                    f"\nworker {o.index}: {o.error_type}: {o.error}\n{o.trace}"
+                    for o in collected.values()
+                    if not o.ok
+                )
+                raise WorkerFailed(
+                    f"workers {missing} did not finish within {timeout:.0f} s{errors}"
+                )
             try:
                 outcome = results.get(timeout=min(remaining, 1.0))
             except queue.Empty:

@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -22,7 +23,17 @@ from floe_dagster_iceberg.models import PartitionField, RetryPolicy, WriteConfig
 
 PART_SPEC = (PartitionField(source_column="part"),)
 # Sixteen writers on two cores: enough attempts that the last writer in line still gets through.
+COMPACTED_MARKER = "compacted"
 RETRY = RetryPolicy(max_attempts=30, initial_backoff_seconds=0.05, max_backoff_seconds=2.0)
+
+
+def wait_for(path: Path, timeout: float = 120.0) -> None:
+    """Poll until ``path`` exists (a marker another process creates), failing after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear within {timeout:.0f} s")
+        time.sleep(0.02)
 
 
 def partition_rows(part: str, count: int, writer: str) -> pa.Table:
@@ -104,47 +115,83 @@ def upsert_rows(
 def append_batches(
     properties: dict[str, str],
     table: str,
-    writer: str,
+    part: str,
     commits: int,
     rows_per_commit: int,
+    done_dir: str,
     *,
     start: Callable[[], Any],
 ) -> dict[str, Any]:
-    """Append ``commits`` small batches, each its own commit, to partition ``writer``."""
+    """Append ``commits`` small batches to partition ``part``, each its own commit.
+
+    Row ids run from 0 to ``commits * rows_per_commit - 1``; ``done_dir/<part>`` marks the end.
+    Half-way, the writer waits until maintenance has committed a compaction, so the rest of its
+    commits certainly land on a compacted (and expired) table.
+    """
     manager = _manager(properties)
     start()
     attempts = []
-    for batch in range(commits):
-        ids = range(batch * rows_per_commit, (batch + 1) * rows_per_commit)
-        data = pa.table(
-            {
-                "part": pa.array([writer] * len(ids), pa.string()),
-                "id": pa.array(ids, pa.int64()),
-                "writer": pa.array([writer] * len(ids), pa.string()),
-                "payload": pa.array([f"{writer}/{i}" for i in ids], pa.string()),
-            }
-        )
-        result = manager.write(table, data, WriteConfig(mode="append", retry=RETRY))
-        attempts.append(result.commit_attempts)
-    _close(manager)
+    try:
+        for batch in range(commits):
+            if batch == commits // 2:
+                wait_for(Path(done_dir).parent / COMPACTED_MARKER)
+            data = partition_rows(part, rows_per_commit, f"batch{batch}")
+            ids = range(batch * rows_per_commit, (batch + 1) * rows_per_commit)
+            data = data.set_column(1, "id", pa.array(ids, pa.int64()))
+            attempts.append(manager.write(table, data, WriteConfig(retry=RETRY)).commit_attempts)
+    finally:
+        _close(manager)
+        Path(done_dir, part).touch()
+    return {"attempts": attempts}
+
+
+def overwrite_versions(
+    properties: dict[str, str],
+    table: str,
+    part: str,
+    versions: int,
+    rows: int,
+    done_dir: str,
+    *,
+    start: Callable[[], Any],
+) -> dict[str, Any]:
+    """Overwrite partition ``part`` ``versions`` times; version ``v`` is written by ``v<v>``."""
+    manager = _manager(properties)
+    config = WriteConfig(mode="overwrite", row_filter=EqualTo("part", part), retry=RETRY)
+    start()
+    try:
+        attempts = [
+            manager.write(table, partition_rows(part, rows, f"v{version}"), config).commit_attempts
+            for version in range(versions)
+        ]
+    finally:
+        _close(manager)
+        Path(done_dir, part).touch()
     return {"attempts": attempts}
 
 
 def maintain(
     properties: dict[str, str],
     table: str,
-    done_marker: str,
+    done_dir: str,
+    writers: int,
     *,
     start: Callable[[], Any],
 ) -> dict[str, Any]:
-    """Compact and expire snapshots in a loop until ``done_marker`` exists, then once more."""
+    """Compact and expire snapshots in a loop until ``writers`` writers are done, then once more.
+
+    The first committed compaction is announced with a marker next to ``done_dir``.
+    """
     manager = _manager(properties)
     start()
-    rounds = compactions = expired = files_deleted = 0
+    rounds = compactions = expired = files_deleted = conflicts = 0
     while True:
-        finished = os.path.exists(done_marker)
+        finished = len(os.listdir(done_dir)) >= writers
         compacted = manager.compact(table, target_file_size_bytes=64 * 1024 * 1024)
         compactions += int(compacted.committed)
+        if compacted.committed:
+            (Path(done_dir).parent / COMPACTED_MARKER).touch()
+        conflicts += compacted.conflicts
         expiry = manager.expire_snapshots(table, older_than=timedelta(0), retain_last=1)
         expired += expiry.snapshots_expired
         files_deleted += expiry.files_deleted
@@ -155,6 +202,7 @@ def maintain(
     return {
         "rounds": rounds,
         "compactions": compactions,
+        "compaction_conflicts": conflicts,
         "snapshots_expired": expired,
         "files_deleted": files_deleted,
     }
