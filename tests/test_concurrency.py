@@ -72,9 +72,14 @@ def test_sixteen_processes_backfill_sixteen_partitions(
     results = outcomes.values  # raises with every worker's traceback if one failed
 
     attempts = sorted(r["attempts"] for r in results)
+    catalog_commits = sorted(r["catalog_commits"] for r in results)
     record_property("commit_attempts", attempts)
+    record_property("catalog_commits", catalog_commits)
     record_property("seconds", round(outcomes.seconds, 2))
-    print(f"\n{catalog_kind}: 16 writers in {outcomes.seconds:.1f} s, commit attempts {attempts}")
+    print(
+        f"\n{catalog_kind}: 16 writers in {outcomes.seconds:.1f} s; write attempts {attempts}; "
+        f"catalog commit requests {catalog_commits} (total {sum(catalog_commits)})"
+    )
 
     assert sum(r["created_table"] for r in results) == 1, "exactly one writer created the table"
     assert all(r["rows_added"] == ROWS_PER_PARTITION for r in results)

@@ -52,6 +52,19 @@ def _manager(properties: dict[str, str]) -> IcebergTableManager:
     return IcebergTableManager(load_test_catalog(properties), retry=RETRY)
 
 
+def _count_catalog_commits(manager: IcebergTableManager) -> list[int]:
+    """Count the catalog commit requests this process makes (each passes through unchanged)."""
+    calls = [0]
+    commit_table = manager.catalog.commit_table
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return commit_table(*args, **kwargs)
+
+    manager.catalog.commit_table = counted  # type: ignore[method-assign]
+    return calls
+
+
 def _close(manager: IcebergTableManager) -> None:
     dispose_catalog(manager.catalog)
 
@@ -67,6 +80,7 @@ def write_partition(
 ) -> dict[str, Any]:
     """Overwrite partition ``part`` with ``count`` rows of ``writer`` (creating the table if needed)."""
     manager = _manager(properties)
+    catalog_commits = _count_catalog_commits(manager)
     data = partition_rows(part, count, writer)
     config = WriteConfig(
         mode="overwrite", row_filter=EqualTo("part", part), partition_spec=PART_SPEC, retry=RETRY
@@ -79,6 +93,7 @@ def write_partition(
     return {
         "pid": os.getpid(),
         "attempts": result.commit_attempts,
+        "catalog_commits": catalog_commits[0],
         "snapshot_id": result.snapshot_id,
         "rows_added": result.rows_added,
         "created_table": result.created_table,
