@@ -792,6 +792,16 @@ def compact(
         added_by_bin: list[list[DataFile]] = []
         try:
             tx = _stage_rewrite(table, plan.bins, written, added_by_bin, maintenance_id)
+        except FileNotFoundError as error:
+            _delete_quietly(table, (f.file_path for f in written))
+            if not _moved_on(manager, table):
+                raise
+            # A concurrent commit replaced files being read and an expiry deleted them: the
+            # plan is stale, not the table broken. Re-plan against the fresh table.
+            conflicts += 1
+            last_error = error
+            log.info("Compaction of %s read a file removed meanwhile; re-planning.", name)
+            continue
         except BaseException:
             _delete_quietly(table, (f.file_path for f in written))
             raise
@@ -853,6 +863,15 @@ def compact(
         f"{max_attempts} attempts ({type(last_error).__name__}: {last_error}). Nothing was "
         "committed and its files were removed; run it again when writers are quieter."
     ) from last_error
+
+
+def _moved_on(manager: IcebergTableManager, table: Table) -> bool:
+    """Whether the table's current snapshot changed since ``table`` was loaded."""
+    try:
+        fresh = _reload(manager, table)
+    except Exception:
+        return False
+    return fresh.metadata.current_snapshot_id != table.metadata.current_snapshot_id
 
 
 def _skipped(table: Table, reasons: dict[tuple[int, Record], str]) -> tuple[SkippedPartition, ...]:

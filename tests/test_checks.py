@@ -52,8 +52,11 @@ def test_checks_fail_on_small_files_and_snapshots_then_pass_after_maintenance(
     catalog_resource, instance
 ):
     resources = create_iceberg_resources(catalog_resource)
-    for _ in range(5):
-        assert dg.materialize([events], resources=resources, instance=instance).success
+    manager = catalog_resource.get_manager()
+    for n in range(5):
+        manager.write(
+            "lake.events", pa.table({"id": pa.array([n], pa.int64())}), WriteConfig(mode="append")
+        )
     checks = build_iceberg_health_checks(
         [events], min_small_files=3, max_snapshots=3, max_staleness=dt.timedelta(hours=1)
     )
@@ -73,7 +76,6 @@ def test_checks_fail_on_small_files_and_snapshots_then_pass_after_maintenance(
     assert snapshots.metadata["iceberg/snapshots"].value == 6
     assert fresh.passed  # just written
 
-    manager = catalog_resource.get_manager()
     manager.compact("lake.events", target_file_size_bytes=10**7)
     manager.expire_snapshots("lake.events", older_than=dt.timedelta(0), retain_last=2)
     after = _results(

@@ -20,6 +20,7 @@ from floe_dagster_iceberg import (
 )
 from floe_dagster_iceberg.components import IcebergMaintenanceComponent
 from floe_dagster_iceberg.maintenance_jobs import maintain_op_name
+from floe_dagster_iceberg.models import WriteConfig
 
 EXAMPLE_DEFS_YAML = (
     Path(__file__).resolve().parents[1]
@@ -105,8 +106,10 @@ def test_component_maintenance_runs_on_real_tables(tmp_path):
     catalog_resource = IcebergCatalogResource(catalog=EmbeddedCatalogConfig(home=str(tmp_path)))
     resources = create_iceberg_resources(catalog_resource)
     with dg.instance_for_test() as instance:
-        for _ in range(4):
-            assert dg.materialize([events], resources=resources, instance=instance).success
+        manager = catalog_resource.get_manager()
+        for n in range(4):  # four small appends, as four materializations leave them
+            rows = pa.table({"id": pa.array([2 * n, 2 * n + 1], pa.int64())})
+            manager.write("lake.events", rows, WriteConfig(mode="append"))
         _, component_defs, close = _load(
             {"tables": ["lake.events"], "health_checks": None, "retain_last": 1}
         )

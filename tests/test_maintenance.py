@@ -109,12 +109,12 @@ def _manager(catalog) -> IcebergTableManager:
 
 
 def test_compaction_rewrites_small_files_and_keeps_every_row(catalog, namespace, warehouse_files):
-    table = _small_files_table(catalog, namespace)
+    table = _small_files_table(catalog, namespace, appends=12)
     manager = _manager(catalog)
     before_rows = _all_rows(table)
     before_files = _data_files(table)
     before_disk = _on_disk_data(warehouse_files(table))
-    assert len(before_files) == 24
+    assert len(before_files) == 12
     assert before_files.items() <= before_disk.items()  # every data file is on disk, same size
 
     result = manager.compact(table.name(), target_file_size_bytes=1024 * 1024)
@@ -126,7 +126,7 @@ def test_compaction_rewrites_small_files_and_keeps_every_row(catalog, namespace,
     assert result.snapshot_id == table.current_snapshot().snapshot_id
     assert table.current_snapshot().summary.operation.value == "replace"
     assert {p.partition for p in result.partitions} == {"region=eu", "region=us"}
-    assert result.files_rewritten == 24
+    assert result.files_rewritten == 12
     assert result.bytes_rewritten == sum(before_files.values())
     assert result.rows_rewritten == before_rows.num_rows
     assert len(after_files) == 2 == result.files_added
@@ -141,7 +141,7 @@ def test_compaction_rewrites_small_files_and_keeps_every_row(catalog, namespace,
 
     expired = manager.expire_snapshots(table.name(), older_than=dt.timedelta(0), retain_last=1)
     final_disk = _on_disk_data(warehouse_files(table))
-    assert expired.data_files_deleted == 24
+    assert expired.data_files_deleted == 12
     assert final_disk == after_files
     assert sum(final_disk.values()) < sum(before_disk.values())
     assert _all_rows(catalog.load_table(table.name())).equals(before_rows)
@@ -293,6 +293,34 @@ def test_write_landing_during_compaction_is_never_lost(
     assert len(_data_files(table)) == 2
     assert _all_rows(table).equals(expected)
     dispose_catalog(other_writer)
+    dispose_catalog(catalog)
+
+
+def test_files_removed_by_a_concurrent_overwrite_and_expiry_make_compaction_replan(
+    sqlite_catalog_properties, namespace, monkeypatch
+):
+    """Another writer overwrites the table and expires the old snapshots while compaction reads."""
+    catalog = load_test_catalog(sqlite_catalog_properties)
+    other = load_test_catalog(sqlite_catalog_properties)
+    table = _small_files_table(catalog, namespace, appends=6)
+    real_read = maintenance._read_data_files
+    replaced: list[int] = []
+
+    def read_while_the_table_is_replaced(tbl, files):
+        if not replaced:
+            theirs = other.load_table(tbl.name())
+            theirs.overwrite(pa.concat_tables([_rows(100 + 3 * n, 3, "eu") for n in range(4)]))
+            _manager(other).expire_snapshots(tbl.name(), older_than=dt.timedelta(0), retain_last=1)
+            replaced.append(1)
+        return real_read(tbl, files)
+
+    monkeypatch.setattr(maintenance, "_read_data_files", read_while_the_table_is_replaced)
+    result = _manager(catalog).compact(table.name(), target_file_size_bytes=10**7)
+
+    assert result.conflicts == 1
+    assert result.files_rewritten == 0  # the overwrite left a single file: nothing to compact
+    assert _all_rows(catalog.load_table(table.name())).num_rows == 12
+    dispose_catalog(other)
     dispose_catalog(catalog)
 
 

@@ -66,6 +66,18 @@ def _materialize_times(assets, times: int, resources, instance) -> None:
         assert dg.materialize(assets, resources=resources, instance=instance).success
 
 
+def _append_times(catalog_resource, assets, times: int) -> None:
+    """Fill the assets' tables with ``times`` small appends straight through the engine."""
+    manager = catalog_resource.get_manager()
+    for table in iceberg_asset_tables(assets).values():
+        for _ in range(times):
+            start = next(_ids) * 3
+            rows = pa.table(
+                {"id": pa.array(range(start, start + 3), pa.int64()), "name": [table] * 3}
+            )
+            manager.write(table, rows, WriteConfig(mode="append"))
+
+
 def _data_files_on_disk(table) -> list[str]:
     root = table.location().removeprefix("file://")
     return [
@@ -95,7 +107,7 @@ def test_job_maintains_listed_assets_with_observations_and_run_metadata(
     resources, catalog_resource, instance
 ):
     orders, customers = _appending_asset("orders"), _appending_asset("customers")
-    _materialize_times([orders, customers], 6, resources, instance)
+    _append_times(catalog_resource, [orders, customers], 6)
     manager = catalog_resource.get_manager()
     rows_before = {t: manager.scan(t).sort_by("id") for t in ("lake.orders", "lake.customers")}
     assert len(_data_files_on_disk(manager.load_table("lake.orders"))) == 6
@@ -233,7 +245,7 @@ def test_everything_needs_a_code_location(resources, instance):
 
 def test_one_failing_table_does_not_stop_the_others(resources, catalog_resource, instance):
     good, broken = _appending_asset("good"), _appending_asset("broken")
-    _materialize_times([good, broken], 3, resources, instance)
+    _append_times(catalog_resource, [good, broken], 3)
     manager = catalog_resource.get_manager()
     # Storage lost a data file of one table: reading it for compaction fails.
     os.remove(_data_files_on_disk(manager.load_table("lake.broken"))[0])
@@ -268,7 +280,7 @@ def test_one_failing_table_does_not_stop_the_others(resources, catalog_resource,
 
 def test_namespace_selection_and_run_config_override(resources, catalog_resource, instance):
     first, second = _appending_asset("first", "ns_a"), _appending_asset("second", "ns_b")
-    _materialize_times([first, second], 3, resources, instance)
+    _append_times(catalog_resource, [first, second], 3)
     job = build_iceberg_maintenance_job(
         "by_namespace", namespaces=["ns_a"], steps=["compact"], target_file_size_bytes=10**7
     )
@@ -298,7 +310,7 @@ def test_namespace_selection_and_run_config_override(resources, catalog_resource
 
 def test_op_composes_into_a_user_job(resources, catalog_resource, instance):
     events = _appending_asset("events")
-    _materialize_times([events], 3, resources, instance)
+    _append_times(catalog_resource, [events], 3)
     maintain = build_iceberg_maintenance_op(["table_health"], name="observe_lake", assets=[events])
 
     @dg.op
@@ -319,9 +331,9 @@ def test_op_composes_into_a_user_job(resources, catalog_resource, instance):
     assert observation.metadata["iceberg/small_file_ratio"].value == pytest.approx(1.0)
 
 
-def test_schedules_are_stopped_and_evaluate(resources, instance):
+def test_schedules_are_stopped_and_evaluate(resources, catalog_resource, instance):
     events = _appending_asset("events")
-    _materialize_times([events], 2, resources, instance)
+    _append_times(catalog_resource, [events], 2)
     maintenance = build_iceberg_maintenance_definitions(
         assets=[events], compaction_cron="0 4 * * 0", execution_timezone="Europe/Paris"
     )
@@ -363,9 +375,9 @@ def test_schedule_builder_defaults_to_stopped():
 def test_compaction_sensor_runs_compaction_after_a_backfill(resources, catalog_resource, instance):
     events, quiet = _appending_asset("events"), _appending_asset("quiet")
     _materialize_times([quiet], 1, resources, instance)
-    _materialize_times([events], 4, resources, instance)  # a burst: the backfill
+    _materialize_times([events], 3, resources, instance)  # a burst: the backfill
     maintenance = build_iceberg_maintenance_definitions(
-        min_materializations=4, quiet_period=dt.timedelta(0)
+        min_materializations=3, quiet_period=dt.timedelta(0)
     )
     defs = dg.Definitions.merge(
         maintenance, dg.Definitions(assets=[events, quiet], resources=resources)
@@ -392,9 +404,12 @@ def test_compaction_sensor_runs_compaction_after_a_backfill(resources, catalog_r
         dg.build_sensor_context(instance=instance, repository_def=repository, cursor=tick.cursor)
     )
     assert again.run_requests == []
-    _materialize_times([events], 4, resources, instance)
+    _materialize_times([events], 3, resources, instance)
     patient = build_iceberg_compaction_sensor(
-        defs.get_job_def("iceberg_compaction"), name="patient", quiet_period=dt.timedelta(hours=1)
+        defs.get_job_def("iceberg_compaction"),
+        name="patient",
+        min_materializations=3,
+        quiet_period=dt.timedelta(hours=1),
     )
     waiting = patient.evaluate_tick(
         dg.build_sensor_context(instance=instance, repository_def=repository)
