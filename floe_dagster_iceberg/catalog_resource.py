@@ -17,7 +17,7 @@ from dagster import Config, ConfigurableResource
 from pydantic import Field
 from pyiceberg.catalog import Catalog, load_catalog
 
-from floe_dagster_iceberg.errors import CatalogConnectionError, IcebergError
+from floe_dagster_iceberg.errors import CatalogConnectionError, IcebergError, redact, redact_uri
 from floe_dagster_iceberg.lineage import (
     CatalogIdentity,
     LineageConfig,
@@ -41,8 +41,6 @@ __all__ = [
 
 HOME_ENV_VAR = "FLOE_ICEBERG_HOME"
 """Environment variable that moves the embedded catalog and warehouse (default ``./.floe``)."""
-
-_SECRET_KEYS = ("credential", "token", "secret", "password", "session-token", "key-id")
 
 
 def default_home() -> Path:
@@ -254,7 +252,7 @@ class IcebergCatalogResource(ConfigurableResource):
     def catalog_uri(self) -> str | None:
         """The catalog's address without credentials, safe to show (lineage, errors)."""
         uri = self.catalog_properties().get("uri")
-        return _redact_uri(uri) if uri else None
+        return redact_uri(uri) if uri else None
 
     def load_catalog(self) -> Catalog:
         """The PyIceberg catalog, loaded once per process and configuration."""
@@ -299,31 +297,12 @@ class IcebergCatalogResource(ConfigurableResource):
         except (ValueError, IcebergError, ImportError) as error:
             raise IcebergError(
                 f"Could not load the Iceberg catalog {self.name!r} of type "
-                f"{properties.get('type')!r} at {self.catalog_uri}: {_redact(str(error), properties)}. "
+                f"{properties.get('type')!r} at {self.catalog_uri}: {redact(str(error), properties)}. "
                 "Check the catalog 'type' (sql, rest, glue, hive, ...) and its properties."
             ) from None
         except Exception as error:
             raise CatalogConnectionError(
                 f"Could not connect to the Iceberg catalog {self.name!r} at {self.catalog_uri}: "
-                f"{type(error).__name__}: {_redact(str(error), properties)}. Check that it runs "
+                f"{type(error).__name__}: {redact(str(error), properties)}. Check that it runs "
                 "and that the credentials are right."
             ) from None
-
-
-def _redact_uri(uri: str) -> str:
-    """Drop ``user:password@`` from a URI."""
-    scheme, sep, rest = uri.partition("://")
-    if sep and "@" in rest.split("/", 1)[0]:
-        rest = rest.split("@", 1)[1]
-        return f"{scheme}://***@{rest}"
-    return uri
-
-
-def _redact(text: str, properties: dict[str, str]) -> str:
-    for key, value in properties.items():
-        if value and any(marker in key for marker in _SECRET_KEYS) and len(value) >= 4:
-            text = text.replace(value, "***")
-    uri = properties.get("uri")
-    if uri:
-        text = text.replace(uri, _redact_uri(uri))
-    return text

@@ -12,6 +12,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,8 @@ from floe_dagster_iceberg.errors import (
     InvalidInputError,
     PartitionMismatchError,
     TableNotFoundError,
+    connection_error,
+    may_have_reached_server,
 )
 from floe_dagster_iceberg.identifiers import table_identifier
 from floe_dagster_iceberg.models import (
@@ -173,7 +176,8 @@ class IcebergTableManager:
         """Load the table's current metadata from the catalog."""
         identifier = self.identifier(table)
         try:
-            return self.catalog.load_table(identifier)
+            with self._reaching(f"loading table '{'.'.join(identifier)}'"):
+                return self.catalog.load_table(identifier)
         except NoSuchTableError:
             raise TableNotFoundError(
                 f"Table '{'.'.join(identifier)}' does not exist in catalog "
@@ -181,7 +185,20 @@ class IcebergTableManager:
             ) from None
 
     def table_exists(self, table: TableRef) -> bool:
-        return self.catalog.table_exists(self.identifier(table))
+        identifier = self.identifier(table)
+        with self._reaching(f"looking up table '{'.'.join(identifier)}'"):
+            return self.catalog.table_exists(identifier)
+
+    @contextmanager
+    def _reaching(self, action: str, writing: bool = False) -> Iterator[None]:
+        """Turn an outage or a refused login of the catalog or storage into a clear error."""
+        try:
+            yield
+        except Exception as error:
+            translated = connection_error(error, self.catalog.properties, action, writing=writing)
+            if translated is None:
+                raise
+            raise translated from None
 
     def ensure_namespace(self, namespace: str) -> None:
         """Create the namespace (and its parents) if missing."""
@@ -312,7 +329,10 @@ class IcebergTableManager:
             return self._stage_write(name, tx, stream, config, properties)
 
         attributes = {"iceberg.write_mode": config.mode.value}
-        with self.telemetry.span(_operation_name(config.mode), identifier, attributes) as span:
+        with (
+            self.telemetry.span(_operation_name(config.mode), identifier, attributes) as span,
+            self._reaching(f"writing table '{name}'", writing=True),
+        ):
             result = self._commit_with_retries(
                 identifier,
                 stage,
@@ -509,7 +529,13 @@ class IcebergTableManager:
                             rows_unchanged=staged.rows_unchanged,
                             files_rewritten=staged.files_rewritten,
                         )
-                    committed = tx.commit_transaction()
+                    try:
+                        committed = tx.commit_transaction()
+                    except Exception as error:
+                        if may_have_reached_server(error):
+                            # The request may have been processed: check, never blindly redo.
+                            raise CommitStateUnknownException(str(error)) from error
+                        raise
                     result = _result(name, committed, write_id, attempt, staged, created)
                     self._log_commit(result, policy)
                     _annotate_span(attempt_span, result)
@@ -517,7 +543,18 @@ class IcebergTableManager:
                 except CommitStateUnknownException as error:
                     record_error(attempt_span, error)
                     last_error = error
-                    found = self._find_committed_write(identifier, write_id)
+                    try:
+                        found = self._find_committed_write(identifier, write_id)
+                    except Exception as check_error:
+                        unknown = connection_error(
+                            check_error,
+                            self.catalog.properties,
+                            f"checking whether a commit to table '{name}' landed",
+                            unknown_write_id=write_id,
+                        )
+                        if unknown is None:
+                            raise
+                        raise unknown from None
                     if found is not None:
                         self.log.warning(
                             "iceberg.commit_state_unknown table=%s attempt=%d/%d outcome=landed",
@@ -641,7 +678,10 @@ class IcebergTableManager:
             >>> # manager.scan("sales.orders", EqualTo("region", "eu"), columns=["id"], ref="v1")
         """
         identifier = self.identifier(table)
-        with self.telemetry.span("scan", identifier) as span:
+        with (
+            self.telemetry.span("scan", identifier) as span,
+            self._reaching(f"reading table '{'.'.join(identifier)}'"),
+        ):
             plan = self._plan_scan(table, row_filter, columns, snapshot_id, as_of, ref, limit)
             _annotate_scan(span, plan)
             result = plan.to_arrow()
@@ -731,9 +771,10 @@ class IcebergTableManager:
         loaded = table if isinstance(table, Table) else self.load_table(table)
         if loaded.current_snapshot() is None:
             return 0
-        return loaded.scan(
-            row_filter=row_filter if row_filter is not None else AlwaysTrue()
-        ).count()
+        with self._reaching(f"counting rows of table '{'.'.join(loaded.name())}'"):
+            return loaded.scan(
+                row_filter=row_filter if row_filter is not None else AlwaysTrue()
+            ).count()
 
     # ------------------------------------------------------------------ history
 
