@@ -12,6 +12,7 @@ what that freed. Runs are recorded in a Dagster instance (``DAGSTER_HOME``, defa
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import sys
@@ -272,11 +273,14 @@ def main() -> int:
     )
     _say()
     dagster_home = _relative(Path(os.environ["DAGSTER_HOME"]))
+    bin_dir = _relative(Path(sys.executable).parent)
     _say(
         f"Done in {time.monotonic() - started:.1f} s: {demo.runs} Dagster runs, recorded in "
-        f"{dagster_home}. To see them in the Dagster UI, from the repository root run"
+        f"{dagster_home}. To see them in the Dagster UI, from the repository root:"
     )
-    _say(f"   DAGSTER_HOME={dagster_home} .venv/bin/dagster dev -w workspace.yaml")
+    if importlib.util.find_spec("dagster_webserver") is None:
+        _say(f"   {bin_dir}/pip install 'dagster-webserver>=1.13,<1.14'   # the UI, once")
+    _say(f"   DAGSTER_HOME={dagster_home} {bin_dir}/dagster dev -w workspace.yaml")
     _say(
         "and open http://127.0.0.1:3000: Assets (lineage, partitions, health checks), Runs, "
         "Jobs (lakehouse_full_maintenance), Automation (maintenance schedules, sensor)."

@@ -76,8 +76,9 @@ class DagsterDevError(RuntimeError):
 class DagsterDev:
     """A ``dagster dev`` subprocess in its own process group, with its own DAGSTER_HOME."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, workspace: Path = WORKSPACE) -> None:
         self.root = root
+        self.workspace = workspace
         self.dagster_home = root / "dagster_home"
         self.iceberg_home = root / "iceberg"
         self.log_path = root / "dagster-dev.log"
@@ -85,6 +86,7 @@ class DagsterDev:
         self.url = f"http://127.0.0.1:{self.port}/graphql"
         self.process: subprocess.Popen[bytes] | None = None
         self._log: Any = None
+        self._load_error: str | None = None
         self.session = requests.Session()
 
     # -- lifecycle
@@ -113,22 +115,26 @@ class DagsterDev:
         )
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         started = time.monotonic()
-        self.process = subprocess.Popen(
-            [str(DAGSTER), "dev", "-w", str(WORKSPACE), "-h", "127.0.0.1", "-p", str(self.port)],
-            cwd=self.root,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: webserver, daemon, code servers, runs
-        )
+        command = [str(DAGSTER), "dev", "-w", str(self.workspace), "-h", "127.0.0.1"]
+        try:
+            self.process = subprocess.Popen(
+                [*command, "-p", str(self.port)],
+                cwd=self.root,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # own process group: webserver, daemon, code servers, runs
+            )
+        except OSError as error:
+            raise DagsterDevError(f"cannot start {command[0]}: {error}") from None
         try:
             poll_until(
                 self._location_loaded,
                 timeout=START_TIMEOUT,
                 what=f"dagster dev on port {self.port}",
                 interval=0.25,
-                abort=self._exited,
+                abort=self._start_failed,
             )
         except (DeadlineExceeded, DagsterDevError) as error:
             raise DagsterDevError(f"{error}\n--- dagster dev log ---\n{self.log_tail()}") from None
@@ -158,6 +164,9 @@ class DagsterDev:
         code = self.process.poll() if self.process else None
         return None if code is None else f"dagster dev exited with code {code}"
 
+    def _start_failed(self) -> str | None:
+        return self._exited() or self._load_error
+
     def _location_loaded(self) -> bool:
         data = self.graphql(
             """{ workspaceOrError { __typename ... on Workspace { locationEntries {
@@ -168,8 +177,13 @@ class DagsterDev:
         for entry in entries:
             error = entry["locationOrLoadError"]
             if error and error["__typename"] == "PythonError":
-                raise DagsterDevError(f"code location {entry['name']} failed: {error['message']}")
-        return any(e["name"] == LOCATION and e["loadStatus"] == "LOADED" for e in entries)
+                self._load_error = f"code location {entry['name']} failed: {error['message']}"
+        return any(
+            e["name"] == LOCATION
+            and e["loadStatus"] == "LOADED"
+            and (e["locationOrLoadError"] or {}).get("__typename") == "RepositoryLocation"
+            for e in entries
+        )
 
     def log_tail(self, lines: int = 80) -> str:
         if self._log is not None and not self._log.closed:
@@ -462,7 +476,37 @@ query Run($id: ID!) {
 }
 """
 
+RUN_ERRORS = """
+query Errors($id: ID!) {
+  runOrError(runId: $id) {
+    ... on Run {
+      eventConnection(limit: 500) {
+        events {
+          __typename
+          ... on ExecutionStepFailureEvent { stepKey error { message } }
+          ... on RunFailureEvent { message }
+          ... on EngineEvent { message error { message } }
+        }
+      }
+    }
+  }
+}
+"""
+
 TERMINAL_RUN_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
+
+
+def _run_errors(server: DagsterDev, run_id: str) -> str:
+    """The failure messages of a run, for assertion messages."""
+    run = server.graphql(RUN_ERRORS, {"id": run_id})["runOrError"]
+    messages = []
+    for event in (run.get("eventConnection") or {}).get("events", []):
+        error = (event.get("error") or {}).get("message")
+        if event["__typename"] == "RunFailureEvent" or error:
+            messages.append(
+                f"{event.get('stepKey') or event['__typename']}: {error or event.get('message')}"
+            )
+    return f"run {run_id}:\n" + "\n".join(messages)
 
 
 def _wait_for_run(server: DagsterDev, run_id: str) -> str:
@@ -488,9 +532,10 @@ def _backfill_done(server: DagsterDev, backfill_id: str, final_assets: list[list
         return False
     failed = [r for r in runs if r["status"] != "SUCCESS"]
     if failed:
+        errors = "\n".join(_run_errors(server, r["runId"]) for r in failed)
         pytest.fail(
             f"backfill {backfill_id}: runs not successful: {_run_ids_by_status(runs)}\n"
-            f"--- dagster dev log ---\n{server.log_tail()}",
+            f"{errors}\n--- dagster dev log ---\n{server.log_tail()}",
             pytrace=False,
         )
     run_ids = {r["runId"] for r in runs}
@@ -717,10 +762,10 @@ def test_backfills_schedule_and_checks_through_dagster_dev(dagster_dev: DagsterD
     assert launched["__typename"] == "LaunchRunSuccess", launched
     checks_run = launched["run"]["runId"]
 
-    assert _wait_for_run(server, maintenance_run) == "SUCCESS", server.log_tail()
+    assert _wait_for_run(server, maintenance_run) == "SUCCESS", _run_errors(server, maintenance_run)
     maintenance = server.graphql(RUN_STATUS, {"id": maintenance_run})["runOrError"]
     assert maintenance["jobName"] == "lakehouse_full_maintenance"
-    assert _wait_for_run(server, checks_run) == "SUCCESS", server.log_tail()
+    assert _wait_for_run(server, checks_run) == "SUCCESS", _run_errors(server, checks_run)
     results: dict[tuple[str, str], dict[str, Any]] = {}
     for path in TABLE_ASSETS:
         node = server.graphql(ASSET_CHECKS, {"path": path})["assetNodeOrError"]
