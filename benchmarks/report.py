@@ -217,6 +217,11 @@ def markdown(results: dict[str, Any]) -> str:
         f"{results.get('repeats')} repeats per cell, each in a fresh process with a fresh warehouse; "
         "time is the median (min-max)."
         + (f" Code at commit `{results['commit'][:10]}`." if results.get("commit") else "")
+        + (
+            f" (package files changed since: {', '.join(results['uncommitted_package_files'])})"
+            if results.get("uncommitted_package_files")
+            else ""
+        )
     )
     lines.append("")
     lines.append("## Ratios")
@@ -245,6 +250,25 @@ def markdown(results: dict[str, Any]) -> str:
         for s in systems:
             if s not in ("floe", "raw_parquet") and "floe" in systems:
                 row.append(_ratio_cell(results, case, s, floe))
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    lines.append(
+        "Ratios of the fastest repeat of each system (less sensitive to a machine that is busy"
+        " with other work during some repeats):"
+    )
+    lines.append("")
+    lines.append(header)
+    lines.append("|" + "---|" * (header.count("|") - 1))
+    for case in cases:
+        row = [_title(case)]
+        raw = _best(results, case, "raw_parquet")
+        floe = _best(results, case, "floe")
+        for s in systems:
+            if s != "raw_parquet":
+                row.append(_ratio_cell(results, case, s, raw, key="min"))
+        for s in systems:
+            if s not in ("floe", "raw_parquet") and "floe" in systems:
+                row.append(_ratio_cell(results, case, s, floe, key="min"))
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     lines.append("## Times")
@@ -298,7 +322,9 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _ratio_cell(results: dict[str, Any], case: str, system: str, base: float | None) -> str:
+def _ratio_cell(
+    results: dict[str, Any], case: str, system: str, base: float | None, key: str = "median"
+) -> str:
     entry = _entry(results, case, system)
     if entry is None:
         return "not run"
@@ -306,7 +332,14 @@ def _ratio_cell(results: dict[str, Any], case: str, system: str, base: float | N
         return "n/a"
     if entry.get("status") != "ok":
         return "**failed**"
-    return _fmt_ratio(_ratio(entry["median"], base))
+    return _fmt_ratio(_ratio(entry[key], base))
+
+
+def _best(results: dict[str, Any], case: str, system: str) -> float | None:
+    entry = _entry(results, case, system)
+    if entry and entry.get("status") == "ok":
+        return entry["min"]
+    return None
 
 
 def _details(results: dict[str, Any], case: str, systems: list[str]) -> list[str]:

@@ -187,13 +187,22 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def _git_commit() -> str | None:
+def _git_commit() -> dict[str, Any] | None:
+    """The commit the run starts from, and the package files that differ from it."""
     try:
-        return subprocess.run(
+        head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--", "floe_dagster_iceberg"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
     except (OSError, subprocess.CalledProcessError):
         return None
+    return {"commit": head, "uncommitted_package_files": [line[3:] for line in changed]}
 
 
 # ------------------------------------------------------------------------ environments
@@ -413,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = args.out or (WORK_DIR / "results" if args.smoke else RESULTS_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    source = _git_commit()
     pythons = {s: Path(sys.executable) for s in args.systems}
     if "dagster_iceberg" in args.systems:
         pythons["dagster_iceberg"] = dagster_iceberg_python()
@@ -482,7 +492,8 @@ def main(argv: list[str] | None = None) -> int:
             ["python -m benchmarks.run", *(argv if argv is not None else sys.argv[1:])]
         ),
         "machine": machine_info(),
-        "commit": _git_commit(),
+        "commit": (source or {}).get("commit"),
+        "uncommitted_package_files": (source or {}).get("uncommitted_package_files"),
         "versions": versions,
         "sizes": sizes,
         "repeats": repeats,
