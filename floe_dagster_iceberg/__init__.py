@@ -16,7 +16,7 @@ from floe_dagster_iceberg.catalog_resource import (
     SqlCatalogConfig,
 )
 from floe_dagster_iceberg.checks import build_iceberg_health_checks
-from floe_dagster_iceberg.components import IcebergMaintenanceComponent
+from floe_dagster_iceberg.components import IcebergHealthChecksModel, IcebergMaintenanceComponent
 from floe_dagster_iceberg.errors import (
     CatalogConnectionError,
     CommitConflictError,
@@ -34,7 +34,9 @@ from floe_dagster_iceberg.maintenance import (
     CompactionResult,
     ExpireSnapshotsResult,
     OrphanFilesResult,
+    PartitionCompaction,
     RewriteManifestsResult,
+    SkippedPartition,
     TableHealth,
 )
 from floe_dagster_iceberg.maintenance_jobs import (
@@ -42,7 +44,9 @@ from floe_dagster_iceberg.maintenance_jobs import (
     build_iceberg_compaction_sensor,
     build_iceberg_maintenance_definitions,
     build_iceberg_maintenance_job,
+    build_iceberg_maintenance_op,
     build_iceberg_maintenance_schedule,
+    iceberg_asset_tables,
 )
 from floe_dagster_iceberg.manager import CreateTableResult, IcebergTableManager
 from floe_dagster_iceberg.models import (
@@ -81,6 +85,7 @@ __all__ = [
     "ExpireSnapshotsResult",
     "IcebergCatalogResource",
     "IcebergError",
+    "IcebergHealthChecksModel",
     "IcebergIOManager",
     "IcebergMaintenanceComponent",
     "IcebergTableManager",
@@ -90,6 +95,7 @@ __all__ = [
     "MaintenanceStep",
     "NullOrder",
     "OrphanFilesResult",
+    "PartitionCompaction",
     "PartitionField",
     "PartitionMismatchError",
     "PartitionSpecUpdateMode",
@@ -103,6 +109,7 @@ __all__ = [
     "SchemaEvolutionError",
     "SchemaUpdateMode",
     "SchemaVersion",
+    "SkippedPartition",
     "SnapshotInfo",
     "SortDirection",
     "SortField",
@@ -121,9 +128,11 @@ __all__ = [
     "build_iceberg_health_checks",
     "build_iceberg_maintenance_definitions",
     "build_iceberg_maintenance_job",
+    "build_iceberg_maintenance_op",
     "build_iceberg_maintenance_schedule",
     "create_iceberg_resources",
     "flush_lineage",
+    "iceberg_asset_tables",
     "set_tracer_provider",
     "track_maintenance",
 ]
