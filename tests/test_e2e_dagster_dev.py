@@ -16,6 +16,10 @@ health asset checks.
 
 The server processes are stopped in a finalizer whatever happens; a server that cannot start
 fails the test with its log tail.
+
+Duration: Dagster's backfill daemon evaluates backfills every 30 s (a fixed interval), and the
+events backfill has three levels (events + staging, the fact, the aggregate), so it needs four
+evaluations: about two minutes of the test's ~2.5 on an idle 2-core machine. The runs are small.
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ TABLE_ASSETS = [
 ]
 
 START_TIMEOUT = 120
-BACKFILL_TIMEOUT = 240
+BACKFILL_TIMEOUT = 300
 RUN_TIMEOUT = 120
 
 pytestmark = pytest.mark.slow
