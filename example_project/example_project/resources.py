@@ -96,10 +96,9 @@ def catalog_from_env() -> IcebergCatalogResource:
     """The catalog resource the environment describes (see the module docstring).
 
     Example:
-        >>> import os
-        >>> os.environ.pop("FLOE_CATALOG_URI", None) and None
-        >>> catalog_from_env().catalog.type
-        'embedded'
+        >>> # FLOE_CATALOG_URI=https://catalog.example.com FLOE_CATALOG_WAREHOUSE=lake
+        >>> # -> IcebergCatalogResource(catalog=RestCatalogConfig(uri=..., warehouse=EnvVar(...)))
+        >>> # nothing set -> the embedded catalog in $FLOE_ICEBERG_HOME or example_project/.floe
     """
     name = os.environ.get("FLOE_CATALOG_NAME") or "floe"
     uri = os.environ.get("FLOE_CATALOG_URI", "").strip()
