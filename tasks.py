@@ -21,12 +21,14 @@ PYTHON = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
 def _ensure_venv(extras: str) -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - runs before the venv exists
         sys.exit(f"Python 3.11 or newer is needed, this is {sys.version.split()[0]}.")
     if not PYTHON.exists():
         print(f"Creating {VENV} ...", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
-    fingerprint = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
+    fingerprint = hashlib.sha256(
+        (ROOT / "pyproject.toml").read_bytes() + extras.encode()
+    ).hexdigest()
     stamp = VENV / f".installed-{extras or 'base'}"
     if stamp.exists() and stamp.read_text() == fingerprint:
         return
@@ -38,7 +40,7 @@ def _ensure_venv(extras: str) -> None:
 
 
 def demo() -> int:
-    _ensure_venv("")
+    _ensure_venv("demo")
     return subprocess.call([str(PYTHON), "-m", "example_project.demo"], cwd=ROOT)
 
 

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any, Literal
 
-from dagster import Config, ConfigurableResource
+from dagster import Config, ConfigurableResource, EnvVar
 from pydantic import Field
 from pyiceberg.catalog import Catalog, load_catalog
 
@@ -239,7 +239,7 @@ class IcebergCatalogResource(ConfigurableResource):
         if self.storage:
             properties.update(self.storage.to_properties())
         properties.update(self.properties)
-        return properties
+        return {key: _resolve_env_var(key, value) for key, value in properties.items()}
 
     @property
     def catalog_type(self) -> str:
@@ -306,3 +306,16 @@ class IcebergCatalogResource(ConfigurableResource):
                 f"{type(error).__name__}: {redact(str(error), properties)}. Check that it runs "
                 "and that the credentials are right."
             ) from None
+
+
+def _resolve_env_var(key: str, value: str) -> str:
+    """Inside a run Dagster has already resolved ``EnvVar`` fields; outside one, do it here."""
+    if not isinstance(value, EnvVar):
+        return value
+    resolved = value.get_value()
+    if resolved is None:
+        raise IcebergError(
+            f"Catalog property {key!r} comes from the environment variable "
+            f"{value.env_var_name!r}, which is not set; set it or configure the value directly."
+        )
+    return resolved

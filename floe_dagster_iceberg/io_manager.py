@@ -224,7 +224,8 @@ class IcebergIOManager(ConfigurableIOManager):
             "iceberg/commit_attempts": MetadataValue.int(result.commit_attempts),
         }
         if partition_slice is not None:
-            metadata["dagster/partition_row_count"] = MetadataValue.int(rows)
+            if partition_slice.key_count == 1:  # a ranged run's metadata covers every key in it
+                metadata["dagster/partition_row_count"] = MetadataValue.int(rows)
             metadata["iceberg/partition_filter"] = MetadataValue.text(partition_slice.description)
         if result.schema_changes:
             metadata["iceberg/schema_changes"] = MetadataValue.text(
@@ -377,10 +378,18 @@ def _column_types(table: Table | None, data_schema: pa.Schema | None) -> dict[st
 def _to_arrow(obj: Any, table_name: str) -> pa.Table | pa.RecordBatchReader:
     if isinstance(obj, pa.Table | pa.RecordBatchReader):
         return obj
-    if isinstance(obj, pl.DataFrame):
-        return obj.to_arrow()
-    if isinstance(obj, pl.LazyFrame):
-        return _lazy_to_reader(obj)
+    if isinstance(obj, pl.DataFrame | pl.LazyFrame):
+        try:
+            return obj.to_arrow() if isinstance(obj, pl.DataFrame) else _lazy_to_reader(obj)
+        except BaseException as error:
+            # Polars reports some frames it cannot export (e.g. a NUL in a column name) with a
+            # Rust panic, which is a BaseException.
+            if not isinstance(error, Exception) and type(error).__name__ != "PanicException":
+                raise
+            raise InvalidInputError(
+                f"Asset {table_name}: the Polars frame cannot be converted to Arrow "
+                f"({type(error).__name__}: {error}); check its column names and types."
+            ) from None
     raise InvalidInputError(
         f"Asset {table_name} returned a {type(obj).__module__}.{type(obj).__qualname__}; the Iceberg "
         "IO manager stores pyarrow.Table, pyarrow.RecordBatchReader, polars.DataFrame and "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import reduce
 
 import polars as pl
@@ -55,6 +55,7 @@ class PartitionSlice:
     polars: pl.Expr
     description: str
     spec: tuple[PartitionField, ...]
+    key_count: int = 1
 
 
 @dataclass(frozen=True)
@@ -251,7 +252,8 @@ def build_partition_slice(
     if not partition_keys:
         raise InvalidInputError(f"Asset {asset}: the run has no partition keys to write.")
     if isinstance(partitions_def, MultiPartitionsDefinition):
-        return _multi_slice(asset, partitions_def, partition_keys, partition_expr, column_types)
+        multi = _multi_slice(asset, partitions_def, partition_keys, partition_expr, column_types)
+        return replace(multi, key_count=len(partition_keys))
     if not isinstance(partition_expr, str) or not partition_expr:
         raise InvalidInputError(
             f"Asset {asset} is partitioned but has no partition_expr metadata naming the column "
@@ -260,7 +262,9 @@ def build_partition_slice(
     column_type = _column_type(partition_expr, column_types, asset)
     condition = _dimension_condition(partition_expr, column_type, partitions_def, partition_keys)
     spec = (_derived_field(partition_expr, column_type, partitions_def),)
-    return PartitionSlice(condition.iceberg, condition.polars, condition.text, spec)
+    return PartitionSlice(
+        condition.iceberg, condition.polars, condition.text, spec, len(partition_keys)
+    )
 
 
 def _multi_slice(
