@@ -2,8 +2,9 @@
 
 Three checks per asset, run together by one multi-asset check that loads each table once:
 
-- ``iceberg_small_files``: the share of small data files stays at or below a ratio (compaction
-  is running);
+- ``iceberg_small_files``: the share of small data files that compaction can merge stays at or
+  below a ratio (compaction is running); a lone small file per partition, which compaction
+  cannot merge, does not count;
 - ``iceberg_snapshot_count``: the number of snapshots stays at or below a limit (snapshot expiry
   is running);
 - ``iceberg_staleness``: the table's data changed recently (compactions do not count).
@@ -41,13 +42,15 @@ SNAPSHOT_COUNT_CHECK = "iceberg_snapshot_count"
 STALENESS_CHECK = "iceberg_staleness"
 
 
-def _tables_of(assets: Sequence[AssetLike], default_namespace: str) -> dict[dg.AssetKey, str]:
+def _tables_of(
+    assets: Sequence[AssetLike], io_manager_key: str | None, default_namespace: str
+) -> dict[dg.AssetKey, str]:
     tables: dict[dg.AssetKey, str] = {}
     for asset in assets:
         if isinstance(asset, dg.AssetsDefinition | dg.AssetSpec):
             tables.update(
                 iceberg_asset_tables(
-                    [asset], io_manager_key=None, default_namespace=default_namespace
+                    [asset], io_manager_key=io_manager_key, default_namespace=default_namespace
                 )
             )
             continue
@@ -73,6 +76,7 @@ def build_iceberg_health_checks(
     *,
     name: str = "iceberg_health_checks",
     resource_key: str = "iceberg_catalog",
+    io_manager_key: str | None = "iceberg",
     default_namespace: str = DEFAULT_NAMESPACE,
     max_small_file_ratio: float = 0.5,
     min_small_files: int = 10,
@@ -84,21 +88,27 @@ def build_iceberg_health_checks(
 ) -> list[dg.AssetChecksDefinition]:
     """Asset checks on small-file ratio, snapshot count and staleness of Iceberg assets.
 
-    ``assets`` are asset definitions, specs or keys; their tables are found the way the Iceberg
-    IO manager names them (metadata ``namespace``/``schema``, else the key prefix, else
-    ``default_namespace``). The small-file check fails when more than ``max_small_file_ratio``
-    of the data files are small (below ``small_file_threshold_bytes``, default 75% of the
-    table's target file size) and there are at least ``min_small_files`` of them; the snapshot
-    check fails above ``max_snapshots``; the staleness check fails when the data last changed
-    more than ``max_staleness`` ago (``None`` leaves staleness out). Every result carries the
-    table's health metrics. A table that does not exist yet fails its checks.
+    ``assets`` are asset definitions, specs or keys. Of definitions and specs, only the assets
+    stored by the IO manager ``io_manager_key`` get checks (``None``: every asset given), so
+    all the assets of a code location can be passed; keys are checked as given. Tables are
+    found the way the Iceberg IO manager names them (metadata ``namespace``/``schema``, else
+    the key prefix, else ``default_namespace``).
+
+    A data file is small below ``small_file_threshold_bytes`` (default 75% of the table's
+    target file size). The small-file check counts only the small files compaction can merge
+    (at least two in a partition): it fails when more than ``max_small_file_ratio`` of the data
+    files are such files and there are at least ``min_small_files`` of them. Lone small files,
+    one per partition as a daily backfill leaves them, are reported but never fail it. The
+    snapshot check fails above ``max_snapshots``; the staleness check fails when the data last
+    changed more than ``max_staleness`` ago (``None`` leaves staleness out). Every result
+    carries the table's health metrics. A table that does not exist yet fails its checks.
 
     Example:
         >>> checks = build_iceberg_health_checks(["sales/orders"], max_snapshots=100)
         >>> sorted(key.name for key in checks[0].check_keys)
         ['iceberg_small_files', 'iceberg_snapshot_count', 'iceberg_staleness']
     """
-    tables = _tables_of(assets, default_namespace)
+    tables = _tables_of(assets, io_manager_key, default_namespace)
     if not tables:
         return []
     specs = []
@@ -108,7 +118,8 @@ def build_iceberg_health_checks(
                 SMALL_FILES_CHECK,
                 asset=key,
                 blocking=blocking,
-                description=f"At most {max_small_file_ratio:.0%} of the data files are small.",
+                description=f"At most {max_small_file_ratio:.0%} of the data files are small "
+                "files that compaction can merge.",
             )
         )
         specs.append(
@@ -191,7 +202,8 @@ def _evaluate(
         passed = not health.needs_compaction(max_small_file_ratio, min_small_files)
         description = (
             f"{health.small_files} of {health.data_files} data files are small "
-            f"(< {health.small_file_threshold_bytes} B, ratio {health.small_file_ratio:.2f}, "
+            f"(< {health.small_file_threshold_bytes} B); {health.compactable_small_files} of "
+            f"them can be merged by compaction (ratio {health.compactable_small_file_ratio:.2f}, "
             f"limit {max_small_file_ratio:.2f})" + ("" if passed else ": run compaction")
         )
     elif check_name == SNAPSHOT_COUNT_CHECK:

@@ -60,10 +60,11 @@ from pyiceberg.table import Table
 from pyiceberg.table.refs import SnapshotRefType
 from pyiceberg.table.snapshots import Operation, Snapshot, Summary, ancestors_of
 from pyiceberg.table.sorting import NullOrder, SortDirection
-from pyiceberg.table.update.snapshot import _OverwriteFiles, _SnapshotProducer
+from pyiceberg.table.update.snapshot import _SnapshotProducer
 from pyiceberg.transforms import IdentityTransform
 from pyiceberg.typedef import EMPTY_DICT, Record
 
+from floe_dagster_iceberg._snapshot_producers import OverwriteFiles
 from floe_dagster_iceberg.errors import CommitConflictError, InvalidInputError
 
 if TYPE_CHECKING:
@@ -372,15 +373,25 @@ class RewriteManifestsResult(_Result):
 class TableHealth(_Result):
     """Storage metrics of a table's current snapshot.
 
+    ``small_files`` counts every data file below ``small_file_threshold_bytes``;
+    ``compactable_small_files`` only those that :func:`compact` can merge: small files that
+    share their partition with enough other small files (``min_input_files``, packed up to the
+    target file size) and carry no merge-on-read deletes. A lone small file in its partition,
+    as a daily backfill leaves in every day, is small but not compactable.
+
     ``last_commit_at`` is the newest snapshot (any operation, compaction included);
     ``last_data_change_at`` the newest snapshot on the current branch that changed data (not a
     ``replace``), which is what staleness means to a reader.
 
     Example:
         >>> health = TableHealth(table="sales.orders", data_files=10, small_files=8,
-        ...                      small_file_ratio=0.8, small_file_threshold_bytes=1024)
+        ...                      small_file_ratio=0.8, compactable_small_files=8,
+        ...                      compactable_small_file_ratio=0.8)
         >>> health.needs_compaction(max_small_file_ratio=0.5)
         True
+        >>> TableHealth(table="sales.orders", data_files=10, small_files=8,
+        ...             small_file_ratio=0.8).needs_compaction()  # one small file per partition
+        False
     """
 
     table: str
@@ -390,6 +401,8 @@ class TableHealth(_Result):
     small_files: int = 0
     small_file_ratio: float = 0.0
     small_file_threshold_bytes: int = 0
+    compactable_small_files: int = 0
+    compactable_small_file_ratio: float = 0.0
     average_file_size_bytes: float = 0.0
     partitions: int = 0
     rows: int = 0
@@ -403,8 +416,14 @@ class TableHealth(_Result):
     oldest_snapshot_at: datetime | None = None
 
     def needs_compaction(self, max_small_file_ratio: float = 0.5, min_small_files: int = 2) -> bool:
-        """Whether enough small files piled up to make compaction worth a run."""
-        return self.small_files >= min_small_files and self.small_file_ratio > max_small_file_ratio
+        """Whether enough small files that compaction can merge piled up to make it worth a run.
+
+        Lone small files (one per partition) do not count: compaction cannot merge them.
+        """
+        return (
+            self.compactable_small_files >= min_small_files
+            and self.compactable_small_file_ratio > max_small_file_ratio
+        )
 
     def as_metrics(self) -> dict[str, int | float | str | None]:
         """Flat metrics for run metadata and observations."""
@@ -415,6 +434,8 @@ class TableHealth(_Result):
             "small_files": self.small_files,
             "small_file_ratio": round(self.small_file_ratio, 4),
             "small_file_threshold_bytes": self.small_file_threshold_bytes,
+            "compactable_small_files": self.compactable_small_files,
+            "compactable_small_file_ratio": round(self.compactable_small_file_ratio, 4),
             "average_file_size_bytes": round(self.average_file_size_bytes, 1),
             "partitions": self.partitions,
             "rows": self.rows,
@@ -507,7 +528,7 @@ class _PartitionConflict(ValidationException):
         self.partitions = partitions
 
 
-class _ReplaceDataFiles(_OverwriteFiles):
+class _ReplaceDataFiles(OverwriteFiles):
     """A ``replace`` snapshot: removes the given data files and adds their rewritten copies.
 
     Conflict validation is scoped to the partitions being rewritten: any data file added to,
@@ -518,47 +539,6 @@ class _ReplaceDataFiles(_OverwriteFiles):
     def _summary(self, snapshot_properties: dict[str, str] = EMPTY_DICT) -> Summary:
         summary = super()._summary(snapshot_properties)
         return Summary(Operation.REPLACE, **summary.additional_properties)
-
-    def _deleted_entries(self) -> list[ManifestEntry]:
-        """The parent's entries of the files being replaced, marked DELETED.
-
-        Same result as PyIceberg's ``_OverwriteFiles._deleted_entries``, but manifests are
-        filtered on this thread: PyIceberg 0.12 shares one manifest evaluator, which keeps
-        per-call state, across its worker threads, so with many manifests some matching ones
-        are skipped and the commit fails with "Missing required files to delete".
-        """
-        if self._parent_snapshot_id is None:
-            return []
-        parent = self._transaction.table_metadata.snapshot_by_id(self._parent_snapshot_id)
-        if parent is None:
-            raise ValueError(f"Could not find the previous snapshot: {self._parent_snapshot_id}")
-        evaluators: dict[int, Callable[[ManifestFile], bool]] = {}
-        candidates = []
-        for manifest in parent.manifests(self._io):
-            spec_id = manifest.partition_spec_id
-            if spec_id not in evaluators:
-                evaluators[spec_id] = self._build_manifest_evaluator(spec_id)
-            if evaluators[spec_id](manifest):
-                candidates.append(manifest)
-
-        def deleted(manifest: ManifestFile) -> list[ManifestEntry]:
-            return [
-                ManifestEntry.from_args(
-                    status=ManifestEntryStatus.DELETED,
-                    snapshot_id=self._snapshot_id,
-                    sequence_number=entry.sequence_number,
-                    file_sequence_number=entry.file_sequence_number,
-                    data_file=entry.data_file,
-                )
-                for entry in manifest.fetch_manifest_entry(self._io, discard_deleted=True)
-                if entry.data_file.content == DataFileContent.DATA
-                and entry.data_file in self._deleted_data_files
-            ]
-
-        with ThreadPoolExecutor(max_workers=_DELETE_WORKERS) as pool:
-            entries = [e for chunk in pool.map(deleted, candidates) for e in chunk]
-        self._validate_required_deletes(entries)
-        return entries
 
     def _validate_concurrency(self) -> None:
         from pyiceberg.table.update.validate import (
@@ -606,6 +586,23 @@ class _CompactionPlan:
     skipped: dict[tuple[int, Record], str] = field(default_factory=dict)
 
 
+def _pack(files: Iterable[DataFile], target_file_size_bytes: int) -> list[list[DataFile]]:
+    """Bin-pack one partition's small files up to the target size (first fit, largest first)."""
+    bins: list[list[DataFile]] = []
+    free: list[int] = []
+    for data_file in sorted(files, key=lambda f: (-f.file_size_in_bytes, f.file_path)):
+        size = data_file.file_size_in_bytes
+        for index, room in enumerate(free):
+            if size <= room:
+                bins[index].append(data_file)
+                free[index] -= size
+                break
+        else:
+            bins.append([data_file])
+            free.append(target_file_size_bytes - size)
+    return bins
+
+
 def _plan_compaction(
     table: Table,
     target_file_size_bytes: int,
@@ -632,19 +629,7 @@ def _plan_compaction(
         if data_file.file_size_in_bytes < small_below:
             candidates[key].append(data_file)
     for key, files in candidates.items():
-        bins: list[list[DataFile]] = []
-        free: list[int] = []
-        for data_file in sorted(files, key=lambda f: (-f.file_size_in_bytes, f.file_path)):
-            size = data_file.file_size_in_bytes
-            for index, room in enumerate(free):
-                if size <= room:
-                    bins[index].append(data_file)
-                    free[index] -= size
-                    break
-            else:
-                bins.append([data_file])
-                free.append(target_file_size_bytes - size)
-        chosen = [b for b in bins if len(b) >= min_input_files]
+        chosen = [b for b in _pack(files, target_file_size_bytes) if len(b) >= min_input_files]
         plan.bins.extend(_Bin(key[0], key[1], sorted(b, key=lambda f: f.file_path)) for b in chosen)
         if with_deletes[key] and not chosen:
             plan.skipped[key] = (
@@ -1614,18 +1599,46 @@ def small_file_threshold(table: Table) -> int:
     return int(target * SMALL_FILE_FRACTION)
 
 
+def _compactable_small_files(
+    table: Table,
+    small_by_partition: dict[tuple[int, Record], list[DataFile]],
+    min_input_files: int,
+    *,
+    with_deletes: bool,
+) -> int:
+    """How many of the small files :func:`compact` would rewrite with the table's target size."""
+    if with_deletes:
+        # Compaction leaves data files that merge-on-read deletes apply to as they are.
+        deleted = {task.file.file_path for task in table.scan().plan_files() if task.delete_files}
+        small_by_partition = {
+            key: [f for f in files if f.file_path not in deleted]
+            for key, files in small_by_partition.items()
+        }
+    target = int(table.properties.get(TARGET_FILE_SIZE_PROPERTY, DEFAULT_TARGET_FILE_SIZE_BYTES))
+    return sum(
+        len(packed)
+        for files in small_by_partition.values()
+        if len(files) >= min_input_files
+        for packed in _pack(files, target)
+        if len(packed) >= min_input_files
+    )
+
+
 def table_health(
     manager: IcebergTableManager,
     table: Table,
     *,
     small_file_threshold_bytes: int | None = None,
+    min_input_files: int = 2,
 ) -> TableHealth:
     """Storage metrics of the table's current snapshot.
 
     Data files, total bytes, small files (below ``small_file_threshold_bytes``, default
-    :func:`small_file_threshold`) and their ratio, average file size, partitions, rows,
-    snapshots, manifests, delete files, and the time since the last commit and since the last
-    data change.
+    :func:`small_file_threshold`) and their ratio, the small files :func:`compact` can merge
+    (packed per partition up to the table's target file size, in bins of at least
+    ``min_input_files`` files, as compaction plans them; files with merge-on-read deletes are
+    left out) and their ratio, average file size, partitions, rows, snapshots, manifests,
+    delete files, and the time since the last commit and since the last data change.
 
     Example:
         >>> # health = manager.table_health("sales.orders")
@@ -1644,6 +1657,7 @@ def table_health(
     manifests: set[str] = set()
     data_files = total_bytes = small = rows = delete_files = 0
     partitions: set[tuple[int, Record]] = set()
+    small_by_partition: dict[tuple[int, Record], list[DataFile]] = defaultdict(list)
     for manifest, entry in _current_entries(table):
         manifests.add(manifest.manifest_path)
         data_file = entry.data_file
@@ -1653,8 +1667,13 @@ def table_health(
         data_files += 1
         total_bytes += data_file.file_size_in_bytes
         rows += data_file.record_count
-        small += data_file.file_size_in_bytes < threshold
         partitions.add((data_file.spec_id, data_file.partition))
+        if data_file.file_size_in_bytes < threshold:
+            small += 1
+            small_by_partition[(data_file.spec_id, data_file.partition)].append(data_file)
+    compactable = _compactable_small_files(
+        table, small_by_partition, min_input_files, with_deletes=delete_files > 0
+    )
     if current is not None:
         manifests.update(m.manifest_path for m in current.manifests(table.io))
     last_commit = _ms_to_datetime(max(s.timestamp_ms for s in snapshots)) if snapshots else None
@@ -1674,6 +1693,8 @@ def table_health(
         small_files=small,
         small_file_ratio=small / data_files if data_files else 0.0,
         small_file_threshold_bytes=threshold,
+        compactable_small_files=compactable,
+        compactable_small_file_ratio=compactable / data_files if data_files else 0.0,
         average_file_size_bytes=total_bytes / data_files if data_files else 0.0,
         partitions=len(partitions),
         rows=rows,

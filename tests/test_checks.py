@@ -17,7 +17,7 @@ from floe_dagster_iceberg.checks import (
     STALENESS_CHECK,
     build_iceberg_health_checks,
 )
-from floe_dagster_iceberg.models import WriteConfig
+from floe_dagster_iceberg.models import PartitionField, WriteConfig
 
 
 @dg.asset(key_prefix=["lake"], io_manager_key="iceberg", metadata={"write_mode": "append"})
@@ -28,6 +28,11 @@ def events() -> pa.Table:
 @dg.asset(key_prefix=["sales"], io_manager_key="iceberg", metadata={"namespace": "raw"})
 def orders() -> pa.Table:
     return pa.table({"id": pa.array([1], pa.int64())})
+
+
+@dg.asset(key_prefix=["lake"], io_manager_key="iceberg")
+def daily() -> pa.Table:
+    return pa.table({"day": pa.array(["d0"]), "id": pa.array([0], pa.int64())})
 
 
 @pytest.fixture
@@ -139,3 +144,90 @@ def test_check_selection_runs_only_what_is_asked(catalog_resource, instance):
 
     assert list(_results(result)) == [("lake/events", SNAPSHOT_COUNT_CHECK)]
     assert build_iceberg_health_checks([]) == []
+
+
+def test_only_assets_of_the_iceberg_io_manager_get_checks():
+    @dg.asset(key_prefix=["sales"], io_manager_key="iceberg")
+    def orders() -> pa.Table:
+        return pa.table({"id": pa.array([1], pa.int64())})
+
+    @dg.asset(key_prefix=["sales"], deps=[orders])
+    def report() -> None: ...
+
+    @dg.asset(key_prefix=["sales"], io_manager_key="lake")
+    def refunds() -> pa.Table:
+        return pa.table({"id": pa.array([1], pa.int64())})
+
+    spec = dg.AssetSpec(["sales", "returns"]).with_io_manager_key("iceberg")
+    plain_spec = dg.AssetSpec(["sales", "external"])
+
+    def checked(checks: list[dg.AssetChecksDefinition]) -> set[str]:
+        return {key.asset_key.to_user_string() for c in checks for key in c.check_keys}
+
+    assets = [orders, report, refunds, spec, plain_spec]
+    assert checked(build_iceberg_health_checks(assets)) == {"sales/orders", "sales/returns"}
+    assert checked(build_iceberg_health_checks(assets, io_manager_key="lake")) == {"sales/refunds"}
+    assert checked(build_iceberg_health_checks(assets, io_manager_key=None)) == {
+        "sales/orders",
+        "sales/report",
+        "sales/refunds",
+        "sales/returns",
+        "sales/external",
+    }
+    # Keys say nothing about storage: they are checked as given.
+    assert checked(build_iceberg_health_checks([report, "sales/report"])) == {"sales/report"}
+    assert build_iceberg_health_checks([report]) == []
+
+
+def test_lone_small_files_per_partition_do_not_fail_the_small_file_check(
+    catalog_resource, instance
+):
+    manager = catalog_resource.get_manager()
+    partitioned = WriteConfig(mode="append", partition_spec=(PartitionField(source_column="day"),))
+    days = [f"d{n:02d}" for n in range(21)]  # a backfill: one small file in each of 21 partitions
+    manager.write(
+        "lake.daily",
+        pa.table({"day": pa.array(days), "id": pa.array(range(21), pa.int64())}),
+        partitioned,
+    )
+    checks = build_iceberg_health_checks([daily], min_small_files=3, max_staleness=None)
+
+    def small_file_check() -> dg.AssetCheckEvaluation:
+        result = dg.materialize(
+            [daily, *checks],
+            resources=create_iceberg_resources(catalog_resource),
+            instance=instance,
+            selection=dg.AssetSelection.checks(dg.AssetCheckKey(daily.key, SMALL_FILES_CHECK)),
+        )
+        return _results(result)[("lake/daily", SMALL_FILES_CHECK)]
+
+    health = manager.table_health("lake.daily")
+    assert (health.small_files, health.partitions, health.compactable_small_files) == (21, 21, 0)
+    assert not health.needs_compaction(0.5, 20)
+    lone = small_file_check()
+    assert lone.passed
+    assert "21 of 21 data files are small" in lone.description
+    assert lone.metadata["iceberg/small_files"].value == 21
+    assert lone.metadata["iceberg/compactable_small_files"].value == 0
+    assert not manager.compact("lake.daily", target_file_size_bytes=10**7).committed
+
+    for n in range(25):  # many small files in one partition: compaction can merge them
+        manager.write(
+            "lake.daily",
+            pa.table({"day": pa.array(["d00"]), "id": pa.array([100 + n], pa.int64())}),
+            partitioned,
+        )
+    piled_up = small_file_check()
+    assert not piled_up.passed
+    assert piled_up.metadata["iceberg/compactable_small_files"].value == 26
+    assert piled_up.metadata["iceberg/compactable_small_file_ratio"].value == pytest.approx(
+        26 / 46, abs=1e-4
+    )
+
+    compacted = manager.compact("lake.daily", target_file_size_bytes=10**7)
+    assert compacted.committed
+    assert compacted.files_rewritten == 26
+    after = small_file_check()
+    assert after.passed
+    assert after.metadata["iceberg/small_files"].value == 21
+    assert after.metadata["iceberg/compactable_small_files"].value == 0

@@ -674,6 +674,8 @@ def test_table_health_reports_storage_metrics(sqlite_catalog_properties, namespa
     assert health.total_bytes == sum(sizes)
     assert health.small_files == 10
     assert health.small_file_ratio == pytest.approx(1.0)
+    assert health.compactable_small_files == 10  # five per partition
+    assert health.compactable_small_file_ratio == pytest.approx(1.0)
     assert health.small_file_threshold_bytes == int(128 * 1024 * 1024 * 0.75)
     assert health.average_file_size_bytes == pytest.approx(sum(sizes) / 10)
     assert health.partitions == 2
@@ -697,4 +699,55 @@ def test_table_health_reports_storage_metrics(sqlite_catalog_properties, namespa
     assert compacted.last_data_change_at == health.last_commit_at  # compaction is no data change
     assert compacted.last_commit_at >= health.last_commit_at
     assert set(compacted.as_metrics()) >= {"data_files", "small_file_ratio", "rows", "snapshots"}
+    dispose_catalog(catalog)
+
+
+def test_table_health_counts_only_small_files_compaction_can_merge(
+    sqlite_catalog_properties, namespace
+):
+    catalog = load_test_catalog(sqlite_catalog_properties)
+    catalog.create_namespace_if_not_exists(namespace)
+    table = catalog.create_table(f"{namespace}.daily", SCHEMA, partition_spec=REGION_SPEC)
+    for n in range(7):  # a backfill: one small file in each of seven partitions
+        table.append(_rows(n * 3, 3, f"r{n}"))
+    manager = _manager(catalog)
+
+    lone = manager.table_health(table.name())
+    assert (lone.data_files, lone.small_files, lone.partitions) == (7, 7, 7)
+    assert lone.compactable_small_files == 0
+    assert lone.compactable_small_file_ratio == 0.0
+    assert not lone.needs_compaction(max_small_file_ratio=0.5, min_small_files=2)
+    assert not manager.compact(table.name(), target_file_size_bytes=10**7).committed
+
+    table = catalog.load_table(table.name())
+    for n in range(3):  # three more files in partition r0: four small files there
+        table.append(_rows(100 + n * 3, 3, "r0"))
+    piled_up = manager.table_health(table.name())
+    assert (piled_up.small_files, piled_up.compactable_small_files) == (10, 4)
+    assert piled_up.compactable_small_file_ratio == pytest.approx(0.4)
+    assert piled_up.needs_compaction(max_small_file_ratio=0.3, min_small_files=4)
+    assert not piled_up.needs_compaction(max_small_file_ratio=0.5)
+    # Bins of fewer than min_input_files files are not rewritten, so they do not count.
+    table = catalog.load_table(table.name())
+    assert maintenance.table_health(manager, table, min_input_files=5).compactable_small_files == 0
+    assert maintenance.table_health(manager, table, min_input_files=4).compactable_small_files == 4
+
+    # A target size that fits one file per bin: every file is small, none can be merged.
+    sizes = list(_data_files(table).values())
+    target = int((max(sizes) + 2) / 0.75) + 1
+    assert target < 2 * min(sizes)
+    with table.transaction() as transaction:
+        transaction.set_properties({"write.target-file-size-bytes": str(target)})
+    one_per_bin = manager.table_health(table.name())
+    assert (one_per_bin.small_files, one_per_bin.compactable_small_files) == (10, 0)
+    assert not manager.compact(table.name(), target_file_size_bytes=target).committed
+
+    with table.transaction() as transaction:
+        transaction.remove_properties("write.target-file-size-bytes")
+    result = manager.compact(table.name(), target_file_size_bytes=10**7)
+    assert result.committed
+    assert result.files_rewritten == 4
+    compacted = manager.table_health(table.name())
+    assert (compacted.small_files, compacted.compactable_small_files) == (7, 0)
+    assert compacted.as_metrics()["compactable_small_files"] == 0
     dispose_catalog(catalog)

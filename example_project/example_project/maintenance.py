@@ -1,5 +1,5 @@
 """Maintenance of the lakehouse tables in Python: a full maintenance job, its weekly schedule
-and storage health checks on every lakehouse asset.
+and storage health checks on every Iceberg asset.
 
 The nightly expiry, orphan cleanup and compaction-after-backfill sensor are declared in
 ``defs/maintenance/defs.yaml`` with the ``IcebergMaintenanceComponent``; this module shows the
@@ -10,7 +10,7 @@ import datetime as dt
 
 import dagster as dg
 
-from example_project.assets import lakehouse_assets
+from example_project.assets import all_assets
 from floe_dagster_iceberg.checks import build_iceberg_health_checks
 from floe_dagster_iceberg.maintenance_jobs import (
     build_iceberg_maintenance_job,
@@ -32,7 +32,8 @@ weekly_full_maintenance = build_iceberg_maintenance_schedule(
 )
 
 health_checks = build_iceberg_health_checks(
-    lakehouse_assets,
+    # Only the assets stored by the "iceberg" IO manager get checks (customers_baseline none).
+    all_assets,
     max_small_file_ratio=0.5,
     min_small_files=20,
     max_snapshots=200,
