@@ -61,6 +61,7 @@ from pyiceberg.types import (
     UUIDType,
 )
 
+from floe_dagster_iceberg._snapshot_producers import overwrite
 from floe_dagster_iceberg.errors import PartitionMismatchError, UpsertKeyError
 from floe_dagster_iceberg.schema import arrow_to_iceberg_schema, conform_to_schema
 
@@ -635,7 +636,9 @@ def _stage_overwrite(
     """Stage one snapshot that replaces the rewritten files and adds the changed and new rows."""
     metadata = tx.table_metadata
     target_size = _target_file_size(metadata)
-    with tx.update_snapshot(snapshot_properties=snapshot_properties).overwrite() as producer:
+    # PyIceberg's overwrite producer, except that it finds the files to delete without sharing
+    # a manifest evaluator across threads (see ``_snapshot_producers``).
+    with overwrite(tx, snapshot_properties) as producer:
         # Concurrent commits are validated against the scan filter: files added, deleted or
         # rewritten under it make the commit fail instead of merging against stale rows.
         producer._isolation_operation = Operation.OVERWRITE

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -24,11 +25,17 @@ from pyiceberg.expressions import (
     BooleanExpression,
     EqualTo,
     GreaterThanOrEqual,
+    In,
     LessThan,
+    visitors,
 )
+from pyiceberg.io.pyarrow import _dataframe_to_data_files
+from pyiceberg.manifest import ManifestEntry, ManifestEntryStatus, ManifestFile
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
+from pyiceberg.table.snapshots import Operation
+from pyiceberg.table.update.snapshot import _FastAppendFiles
 from pyiceberg.transforms import BucketTransform, DayTransform, IdentityTransform
 from pyiceberg.types import (
     DateType,
@@ -818,3 +825,107 @@ def test_concurrent_upserts_of_overlapping_keys_end_in_a_serial_order(
         a_then_b = reference_merge(reference_merge(existing, first, ["id"])[0], second, ["id"])[0]
         b_then_a = reference_merge(reference_merge(existing, second, ["id"])[0], first, ["id"])[0]
         assert _rows(table) in (a_then_b, b_then_a)
+
+
+# --------------------------------------------------------------------------------------------
+# Many manifests: every rewritten file is found, whatever the thread interleaving
+# --------------------------------------------------------------------------------------------
+
+
+def _append_one_manifest_per_row(table: Table, rows: list[dict[str, Any]]) -> None:
+    """Commit ``rows`` as one data file and one manifest per row, in a single snapshot.
+
+    The manifest layout of as many single-row appends, built in one commit: each real append
+    copies the growing table metadata, which would take a minute for a few hundred of them.
+    """
+
+    class OneManifestPerFile(_FastAppendFiles):
+        def _manifests(self) -> list[ManifestFile]:
+            manifests = []
+            for data_file in self._added_data_files:
+                with self.new_manifest_writer(spec=self._transaction.table_metadata.spec()) as w:
+                    w.add(
+                        ManifestEntry.from_args(
+                            status=ManifestEntryStatus.ADDED,
+                            snapshot_id=self._snapshot_id,
+                            data_file=data_file,
+                        )
+                    )
+                manifests.append(w.to_manifest_file())
+            return manifests + self._existing_manifests()
+
+    counter, write_uuid = itertools.count(), uuid.uuid4()
+    with table.transaction() as tx:
+        producer = OneManifestPerFile(operation=Operation.APPEND, transaction=tx, io=table.io)
+        for row in rows:
+            for data_file in _dataframe_to_data_files(
+                table_metadata=tx.table_metadata,
+                df=_arrow(table, [row]),
+                io=table.io,
+                write_uuid=write_uuid,
+                counter=counter,
+            ):
+                producer.append_data_file(data_file)
+        producer.commit()
+    table.refresh()
+
+
+def test_upserts_find_every_rewritten_file_among_many_manifests(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: PyIceberg 0.12 filters the parent's manifests on worker threads that share
+    one manifest evaluator, which stores the manifest being evaluated; a thread could judge
+    its manifest by another's partition bounds, skip it, and fail the commit with "Missing
+    required files to delete".
+
+    The evaluator is widened (a short sleep between storing the manifest and evaluating it,
+    otherwise PyIceberg's code) so that any sharing across threads shows up on every upsert,
+    not once in a few thousand manifests.
+    """
+
+    def widened_eval(self: Any, manifest: Any) -> bool:
+        if partitions := manifest.partitions:
+            self.partition_fields = partitions
+            time.sleep(0.0002)
+            return visitors.visit(self.partition_filter, self)
+        return True
+
+    monkeypatch.setattr(visitors._ManifestEvalVisitor, "eval", widened_eval)
+
+    schema = _schema(composite=False)
+    parts = [f"q{i:02d}" for i in range(20)]
+    table = _create(catalog, schema, _identity_spec(schema))
+    existing = [
+        {"id": i, "part": parts[i % len(parts)], "qty": 0, "label": None, "amount": None}
+        for i in range(320)
+    ]
+    _append_one_manifest_per_row(table, existing)
+    assert len(table.current_snapshot().manifests(table.io)) == 320
+
+    next_id = len(existing)
+    for round_number, chosen in enumerate(
+        [parts[0:4], parts[3:8], parts[8:12], parts[12:16] + parts[0:1], parts[16:20]], 1
+    ):
+        owned = set(chosen)
+        data = [
+            {**row, "qty": round_number, "label": f"r{round_number}"}
+            for row in existing
+            if row["part"] in owned
+        ]
+        data += [
+            {"id": next_id + k, "part": part, "qty": round_number, "label": None, "amount": None}
+            for k, part in enumerate(chosen)
+        ]
+        next_id += len(chosen)
+        snapshots = len(table.refresh().metadata.snapshots)
+
+        outcome = _stage(table, data, ["id"], scope=In("part", chosen))
+
+        expected, counts = reference_merge(
+            existing, data, ["id"], in_scope=lambda row, owned=owned: row["part"] in owned
+        )
+        assert (outcome.rows_updated, outcome.rows_inserted, outcome.rows_unchanged) == counts
+        assert outcome.files_rewritten >= 64  # four partitions of 16 single-row files
+        assert len(table.refresh().metadata.snapshots) == snapshots + 1
+        assert _rows(table) == expected
+        existing = expected
