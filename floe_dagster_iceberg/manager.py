@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import (
@@ -31,6 +32,8 @@ from pyiceberg.expressions.visitors import bind
 from pyiceberg.io.pyarrow import expression_to_pyarrow
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table, Transaction
+from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.types import DoubleType, FloatType
 
 from floe_dagster_iceberg.errors import (
     CommitConflictError,
@@ -432,6 +435,7 @@ class IcebergTableManager:
             data: pa.Table | pa.RecordBatchReader = stream.conformed_reader(schema)
         else:
             data = conform_to_schema(name, stream.table(), schema)
+            check_partition_values(name, data, tx.table_metadata)
             if row_filter is not None:
                 check_rows_in_slice(name, data, row_filter, schema)
             if config.mode is WriteMode.APPEND and data.num_rows == 0:
@@ -465,6 +469,7 @@ class IcebergTableManager:
 
         validate_upsert_input(name, schema, data, config.join_cols)
         conformed = conform_to_schema(name, data, schema)
+        check_partition_values(name, conformed, tx.table_metadata)
         scope_filter = AlwaysTrue()
         if config.row_filter is not None:
             check_rows_in_slice(name, conformed, config.row_filter, schema)
@@ -1022,6 +1027,29 @@ def _referenced_columns(expression: BooleanExpression) -> list[str]:
         return _referenced_columns(expression.child)
     term = getattr(expression, "term", None)
     return [term.name] if term is not None and hasattr(term, "name") else []
+
+
+def check_partition_values(name: str, data: pa.Table, metadata: TableMetadata) -> None:
+    """Refuse NaN and -0.0 in float partition source columns.
+
+    PyIceberg 0.12 splits rows into partitions by value equality: a NaN row lands in no data
+    file (it would be lost) and a -0.0 row next to a 0.0 row in two (duplicated).
+    """
+    schema = metadata.schema()
+    for spec_field in metadata.spec().fields:
+        source = schema.find_field(spec_field.source_id)
+        if not isinstance(source.field_type, FloatType | DoubleType):
+            continue
+        if source.name not in data.column_names:
+            continue
+        values = data.column(source.name).combine_chunks().fill_null(1.0).to_numpy()
+        bad = int(np.isnan(values).sum() + ((values == 0) & np.signbit(values)).sum())
+        if bad:
+            raise PartitionMismatchError(
+                f"Table '{name}': {bad} row(s) hold NaN or -0.0 in float partition column "
+                f"{source.name!r}, which cannot be assigned to a partition reliably; replace them "
+                "(e.g. NaN by null, -0.0 by 0.0) or partition by another column."
+            )
 
 
 def check_rows_in_slice(

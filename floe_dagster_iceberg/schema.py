@@ -268,6 +268,7 @@ def arrow_to_iceberg_schema(arrow_schema: pa.Schema, respect_nullability: bool =
         >>> arrow_to_iceberg_schema(pa.schema([("id", pa.int64())])).find_field("id").field_type
         LongType()
     """
+    _check_names(list(arrow_schema), "")
     ids = _FieldIds(len(arrow_schema))
     fields = [
         NestedField(
@@ -278,7 +279,39 @@ def arrow_to_iceberg_schema(arrow_schema: pa.Schema, respect_nullability: bool =
         )
         for position, f in enumerate(arrow_schema, start=1)
     ]
-    return Schema(*fields)
+    try:
+        return Schema(*fields)
+    except ValueError as error:  # e.g. column 'a.b' next to a struct 'a' with a member 'b'
+        raise InvalidInputError(
+            f"The data's columns cannot form an Iceberg schema: {error}. Give every column and "
+            "struct member a distinct name."
+        ) from None
+
+
+def _check_names(fields: list[pa.Field], parent: str) -> None:
+    """Refuse empty and repeated column (or struct member) names, naming them."""
+    where = f" of struct column {parent!r}" if parent else ""
+    names = [f.name for f in fields]
+    if "" in names:
+        raise InvalidInputError(
+            f"A column{where} has an empty name (position {names.index('') + 1}); Iceberg needs "
+            "a name for every column: rename it."
+        )
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InvalidInputError(
+            f"The column name(s) {repeated}{where} appear more than once; give each column one "
+            "distinct name."
+        )
+    for f in fields:
+        nested = f.type
+        while pa.types.is_list(nested) or pa.types.is_large_list(nested):
+            nested = nested.value_type
+        if pa.types.is_map(nested):
+            _check_names([nested.key_field, nested.item_field], f"{parent}{f.name}")
+            nested = nested.item_type
+        if pa.types.is_struct(nested):
+            _check_names(list(nested), f"{parent}{f.name}.")
 
 
 def _widening_allowed(current: IcebergType, wanted: IcebergType) -> bool:
