@@ -79,7 +79,9 @@ _NETWORK_MARKERS = (
 _ACCESS_MARKERS = (
     "ACCESS_DENIED",
     "AccessDenied",
+    "INVALID_ACCESS_KEY_ID",
     "InvalidAccessKeyId",
+    "SIGNATURE_DOES_NOT_MATCH",
     "SignatureDoesNotMatch",
     "password authentication failed",
 )

@@ -324,6 +324,12 @@ class IcebergTableManager:
         config = config or WriteConfig()
         identifier = self.identifier(table)
         name = ".".join(identifier)
+        if not isinstance(data, pa.Table | pa.RecordBatchReader):
+            raise InvalidInputError(
+                f"Table '{name}': write() takes a pyarrow.Table or pyarrow.RecordBatchReader, not "
+                f"a {type(data).__module__}.{type(data).__qualname__}; convert it first (a Polars "
+                "frame with .to_arrow())."
+            )
         if isinstance(data, pa.RecordBatchReader) and config.mode is WriteMode.UPSERT:
             data = data.read_all()
         stream = _ReplayGuard(data, name)
