@@ -27,6 +27,7 @@ from reliability.workers import (
     write_partition,
 )
 
+from floe_dagster_iceberg.errors import CommitConflictError
 from floe_dagster_iceberg.manager import IcebergTableManager
 from floe_dagster_iceberg.models import WriteConfig
 
@@ -310,3 +311,48 @@ def test_writers_and_maintenance_at_once_lose_no_row_and_no_live_file(
     for snapshot in loaded_table.snapshots():
         manager.scan(loaded_table, snapshot_id=snapshot.snapshot_id)
     dispose_catalog(loaded)
+
+
+def _interleave_a_write(manager, other, table) -> list[int]:
+    """Let ``other`` commit to ``table`` right before ``manager``'s next commit request."""
+    commit_table = manager.catalog.commit_table
+    interleaved: list[int] = []
+
+    def another_writer_commits_first(target, requirements, updates):
+        if not interleaved:  # a concurrent run lands between our planning and our commit
+            interleaved.append(other.write(table, partition_rows("b", 5, "other")).snapshot_id)
+        return commit_table(target, requirements, updates)
+
+    manager.catalog.commit_table = another_writer_commits_first
+    return interleaved
+
+
+def _stream(part: str, count: int) -> pa.RecordBatchReader:
+    rows = partition_rows(part, count, "stream")
+    return pa.RecordBatchReader.from_batches(rows.schema, rows.to_batches(max_chunksize=5))
+
+
+@pytest.mark.parametrize("mode", ["append", "overwrite"])
+def test_streamed_write_meeting_a_concurrent_commit(sqlite_catalog_properties, namespace, mode):
+    """A streamed append still lands once (its files are already written); a streamed overwrite
+    must be re-planned, which a consumed stream cannot be: it fails and commits nothing."""
+    loaded = load_test_catalog(sqlite_catalog_properties)
+    other = load_test_catalog(sqlite_catalog_properties)
+    manager = IcebergTableManager(loaded)
+    table = f"{namespace}.stream"
+    manager.write(table, partition_rows("a", 10, "first"))
+    interleaved = _interleave_a_write(manager, IcebergTableManager(other), table)
+    try:
+        if mode == "append":
+            manager.write(table, _stream("c", 20), WriteConfig(mode="append"))
+            writers = collections.Counter(manager.scan(table).column("writer").to_pylist())
+            assert writers == {"first": 10, "other": 5, "stream": 20}
+        else:
+            with pytest.raises(CommitConflictError, match="stream"):
+                manager.write(table, _stream("c", 20), WriteConfig(mode="overwrite"))
+            writers = collections.Counter(manager.scan(table).column("writer").to_pylist())
+            assert writers == {"first": 10, "other": 5}
+            assert manager.load_table(table).metadata.current_snapshot_id == interleaved[0]
+    finally:
+        dispose_catalog(loaded)
+        dispose_catalog(other)
