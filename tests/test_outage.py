@@ -176,24 +176,25 @@ def test_reads_during_an_outage_name_the_endpoint(seaweedfs_factory, namespace):
 # ---------------------------------------------------------------------- ambiguous commits
 
 
-@pytest.mark.parametrize("landed", [True, False], ids=["commit-landed", "commit-lost"])
-def test_rest_5xx_on_commit_is_resolved_by_checking_the_table(
-    rest_catalog_properties, namespace, landed
+@pytest.mark.parametrize("fault", ["landed", "lost", "dropped"])
+def test_ambiguous_rest_commit_is_resolved_by_checking_the_table(
+    rest_catalog_properties, namespace, fault
 ):
-    """A 502/504 answer to a commit: the manager looks for its write instead of re-appending."""
+    """A 502 or 504 answer to a commit, or a connection dropped before any answer: the manager
+    looks for its write in the table instead of appending again."""
     with RestFaultProxy(rest_catalog_properties["uri"]) as proxy:
         properties = {**rest_catalog_properties, "uri": proxy.uri}
         manager = IcebergTableManager(load_test_catalog(properties))
         table = f"{namespace}.events"
         manager.write(table, _rows(0, 10, "first"))
-        proxy.fail_next_commit(landed=landed)
+        proxy.fail_next_commit(fault)
         commits_before = proxy.commits_forwarded
         result = manager.write(table, _rows(10, 10, "second"), WriteConfig(mode="append"))
-    assert proxy.faults_served == ["landed" if landed else "lost"]
-    # Landed: one commit request reached the catalog and nothing was sent again.
+    assert proxy.faults_served == [fault]
+    # Landed or dropped: one commit request reached the catalog and nothing was sent again.
     # Lost: the retry sent the commit that never arrived.
     assert proxy.commits_forwarded - commits_before == 1
-    assert result.commit_attempts == (1 if landed else 2)
+    assert result.commit_attempts == (2 if fault == "lost" else 1)
     ids = manager.scan(table).column("id").to_pylist()
     assert sorted(ids) == list(range(20))
     appends = [s for s in manager.snapshots(table) if s.summary.get("floe.write-id")]

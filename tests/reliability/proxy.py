@@ -3,8 +3,9 @@
 PyIceberg turns HTTP 500, 502 and 504 on a table commit into ``CommitStateUnknownException``:
 the commit may or may not have happened. A real catalog produces that on demand only by
 failing, so the proxy injects it: for the next commit request it either forwards the request
-(the commit lands) and answers 502 anyway, or answers 504 without forwarding (nothing lands).
-Every other request is passed through unchanged.
+(the commit lands) and answers 502 anyway, answers 504 without forwarding (nothing lands), or
+forwards it and drops the connection without any answer (the commit lands, the client sees a
+broken connection). Every other request is passed through unchanged.
 """
 
 from __future__ import annotations
@@ -60,6 +61,10 @@ class RestFaultProxy:
                     proxy.faults_served.append(fault)
                     self._answer(502, b'{"error": {"message": "bad gateway", "code": 502}}')
                     return
+                if fault == "dropped":
+                    proxy.faults_served.append(fault)
+                    self.close_connection = True  # hang up without a status line
+                    return
                 self._answer(status, payload, headers)
 
             def _answer(
@@ -83,10 +88,12 @@ class RestFaultProxy:
     def uri(self) -> str:
         return f"http://{LOOPBACK}:{self._server.server_address[1]}"
 
-    def fail_next_commit(self, landed: bool) -> None:
-        """Answer the next commit with 502 after forwarding it, or with 504 without forwarding."""
+    def fail_next_commit(self, fault: str) -> None:
+        """``landed``: forward the next commit, answer 502; ``lost``: answer 504 without
+        forwarding; ``dropped``: forward it and hang up without answering."""
+        assert fault in ("landed", "lost", "dropped")
         with self._lock:
-            self._fault = "landed" if landed else "lost"
+            self._fault = fault
 
     def _forward(
         self, method: str, path: str, headers: object, body: bytes | None
