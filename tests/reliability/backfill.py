@@ -29,6 +29,7 @@ def run_partition(
             reconstructable(reliability_defs.events_backfill_job),
             instance=instance,
             tags={"dagster/partition": key, "dagster/backfill": backfill_id},
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         )
         errors = [
             f"{event.event_type_value}: {event.message} {getattr(event.event_specific_data, 'error', '')}"
