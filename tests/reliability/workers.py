@@ -22,8 +22,8 @@ from floe_dagster_iceberg.manager import IcebergTableManager
 from floe_dagster_iceberg.models import PartitionField, RetryPolicy, WriteConfig
 
 PART_SPEC = (PartitionField(source_column="part"),)
-# Sixteen writers on two cores: enough attempts that the last writer in line still gets through.
 COMPACTED_MARKER = "compacted"
+# Sixteen writers on two cores: enough attempts that the last writer in line still gets through.
 RETRY = RetryPolicy(max_attempts=30, initial_backoff_seconds=0.05, max_backoff_seconds=2.0)
 
 
