@@ -101,8 +101,9 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         "partitioned write vs dagster-iceberg",
         "floe faster than dagster-iceberg",
         None if floe_w is None or di_w is None else floe_w < di_w,
-        f"floe {_fmt_seconds(floe_w)}, dagster-iceberg {_fmt_seconds(di_w)}"
-        + (f" ({_fmt_ratio(_ratio(di_w, floe_w))} slower)" if di_w and floe_w else ""),
+        f"floe {_fmt_seconds(floe_w)}, dagster-iceberg {_fmt_seconds(di_w)}: dagster-iceberg takes "
+        f"{_fmt_ratio(_ratio(di_w, floe_w))} floe's time (fastest repeats: "
+        f"{_fmt_ratio(_ratio(_best(results, 'sequential_writes', 'dagster_iceberg'), _best(results, 'sequential_writes', 'floe')))})",
     )
 
     conc_cases = sorted(c for c in results.get("summary", {}) if c.startswith("concurrent_writes_"))
