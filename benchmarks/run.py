@@ -332,12 +332,20 @@ def run_one(
             "status": "failed",
             "error": f"{reason}: {tail}",
         }
+    for key in ("error", "traceback", "reason"):  # keep machine-specific paths out of results
+        if isinstance(result.get(key), str):
+            result[key] = _relative_paths(result[key])
     result["wall_seconds"] = wall
     # the 1-minute load average before the run: a busy machine explains an outlier
     result["load_average_before"] = load_before
     # ru_maxrss of a reaped child: its peak (or its largest descendant's) resident set, KiB
     result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1) if usage else None
     return result
+
+
+def _relative_paths(text: str) -> str:
+    text = text.replace(str(REPO_ROOT) + os.sep, "")
+    return text.replace(sys.base_prefix + os.sep, "<python>" + os.sep)
 
 
 def cases(workloads: list[str], sizes: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
