@@ -1,6 +1,6 @@
 """Run every benchmark workload for every system and write the results.
 
-    python -m benchmarks.run                    # full size, 3 repeats, all systems (~1 hour)
+    python -m benchmarks.run                    # full size, 3 repeats, all systems (~20 min on 2 cores)
     python -m benchmarks.run --smoke            # tiny sizes, 1 repeat (a minute or two)
     python -m benchmarks.run --workloads upsert,partition_read --systems pyiceberg,floe
 
