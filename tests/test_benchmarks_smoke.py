@@ -12,8 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEMS = ["raw_parquet", "pyiceberg", "floe"]
 CASES = [
@@ -24,11 +22,6 @@ CASES = [
     "range_backfill",
     "compaction",
 ]
-
-# the data generator needs numpy, which the ``bench`` extra brings (through matplotlib)
-pytest.importorskip(
-    "numpy", reason="the benchmark data generator needs numpy (pip install -e .[bench])"
-)
 
 
 def test_smoke_run_covers_every_workload_without_errors(tmp_path: Path) -> None:
