@@ -25,7 +25,7 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 
 from floe_dagster_iceberg.catalog_resource import IcebergCatalogResource
-from floe_dagster_iceberg.errors import InvalidInputError
+from floe_dagster_iceberg.errors import InvalidInputError, TableNotFoundError
 from floe_dagster_iceberg.identifiers import DEFAULT_NAMESPACE, asset_table_identifier
 from floe_dagster_iceberg.manager import IcebergTableManager
 from floe_dagster_iceberg.models import (
@@ -109,7 +109,7 @@ class IcebergIOManager(ConfigurableIOManager):
             config = self._write_config(context, metadata, partition_slice, table_name)
             if partition_slice is not None:
                 data = _collect(data)
-            result = manager.write(identifier, data, config)
+            result = manager.write(existing if existing is not None else identifier, data, config)
         except Exception as error:
             lineage.fail(error)
             raise
@@ -286,7 +286,6 @@ class IcebergIOManager(ConfigurableIOManager):
             else:
                 arrow = manager.scan(table, row_filter, columns, **read)
                 rows = arrow.num_rows
-                context.log.debug(f"Loaded {arrow.num_rows} rows from {table_name}")
                 loaded = pl.from_arrow(arrow) if wanted is pl.DataFrame else arrow
         except Exception as error:
             lineage.fail(error)
@@ -363,7 +362,10 @@ def _snapshot_read(
 
 
 def _load_if_exists(manager: IcebergTableManager, identifier: tuple[str, str]) -> Table | None:
-    return manager.load_table(identifier) if manager.table_exists(identifier) else None
+    try:
+        return manager.load_table(identifier)
+    except TableNotFoundError:
+        return None
 
 
 def _column_types(table: Table | None, data_schema: pa.Schema | None) -> dict[str, Any]:

@@ -348,6 +348,7 @@ class IcebergTableManager:
                 config.retry,
                 create_with=(stream.schema, config),
                 snapshot_properties=config.snapshot_properties,
+                loaded=table if isinstance(table, Table) else None,
             )
             _annotate_span(span, result)
             return result
@@ -507,7 +508,9 @@ class IcebergTableManager:
         policy: RetryPolicy,
         create_with: tuple[pa.Schema, WriteConfig] | None,
         snapshot_properties: dict[str, str] | None = None,
+        loaded: Table | None = None,
     ) -> WriteResult:
+        """``loaded``: a table the caller just loaded, used by the first attempt only."""
         write_id = uuid.uuid4().hex
         properties = {
             **(snapshot_properties or {}),
@@ -525,7 +528,10 @@ class IcebergTableManager:
             }
             with self.telemetry.span("commit", identifier, attempt_attributes) as attempt_span:
                 try:
-                    tx, created = self._open_transaction(identifier, create_with)
+                    if attempt == 1 and loaded is not None:
+                        tx, created = loaded.transaction(), False
+                    else:
+                        tx, created = self._open_transaction(identifier, create_with)
                     base_snapshot_id = tx.table_metadata.current_snapshot_id
                     staged = stage(tx, properties)
                     if not staged.changed and not created:
@@ -780,8 +786,12 @@ class IcebergTableManager:
     def count(self, table: TableRef, row_filter: BooleanExpression | None = None) -> int:
         """Number of rows in the table, or in the slice ``row_filter`` selects."""
         loaded = table if isinstance(table, Table) else self.load_table(table)
-        if loaded.current_snapshot() is None:
+        snapshot = loaded.current_snapshot()
+        if snapshot is None:
             return 0
+        total = snapshot.summary.get("total-records") if snapshot.summary else None
+        if row_filter is None and total is not None:
+            return int(total)
         with self._reaching(f"counting rows of table '{'.'.join(loaded.name())}'"):
             return loaded.scan(
                 row_filter=row_filter if row_filter is not None else AlwaysTrue()
