@@ -7,6 +7,7 @@ Outputs are written with ``append``, ``overwrite`` (of exactly the run's partiti
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -164,6 +165,7 @@ class IcebergIOManager(ConfigurableIOManager):
                     str(k): str(v) for k, v in (metadata.get("table_properties") or {}).items()
                 },
                 snapshot_properties=_snapshot_properties(context),
+                idempotency_key=_idempotency_key(context),
                 join_cols=tuple(upsert_options.get("join_cols") or ()),
                 when_matched_update_all=bool(upsert_options.get("when_matched_update_all", True)),
                 when_not_matched_insert_all=bool(
@@ -430,6 +432,13 @@ def _snapshot_properties(context: OutputContext) -> dict[str, str]:
     if version:
         properties["dagster.code-version"] = str(version)
     return properties
+
+
+def _idempotency_key(context: OutputContext) -> str:
+    """Same run, asset and partitions: a retried step of one run, never a new run."""
+    keys = sorted(context.asset_partition_keys) if context.has_asset_partitions else []
+    identity = "\n".join([context.run_id, context.asset_key.to_user_string(), *map(str, keys)])
+    return hashlib.sha256(identity.encode()).hexdigest()[:32]
 
 
 def _dagster_schema(schema: Schema) -> DagsterTableSchema:

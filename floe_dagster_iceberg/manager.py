@@ -33,6 +33,7 @@ from pyiceberg.io.pyarrow import expression_to_pyarrow
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table, Transaction
 from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.table.snapshots import Snapshot
 from pyiceberg.types import DoubleType, FloatType
 
 from floe_dagster_iceberg.errors import (
@@ -94,6 +95,7 @@ TableRef = Table | str | tuple[str, ...]
 
 WRITE_ID_PROPERTY = "floe.write-id"
 WRITER_PROPERTY = "floe.writer"
+IDEMPOTENCY_PROPERTY = "floe.idempotency-key"
 _SUMMARY_TOTALS = {
     "rows_added": "added-records",
     "rows_deleted": "deleted-records",
@@ -130,6 +132,7 @@ class _Staged:
     rows_inserted: int = 0
     rows_unchanged: int = 0
     files_rewritten: int = 0
+    already_committed: Snapshot | None = None
 
 
 class IcebergTableManager:
@@ -395,6 +398,14 @@ class IcebergTableManager:
         snapshot_properties: dict[str, str],
     ) -> _Staged:
         metadata = tx.table_metadata
+        if config.mode is WriteMode.APPEND and config.idempotency_key:
+            previous = _snapshot_with_idempotency_key(metadata, config.idempotency_key)
+            if previous is not None:
+                return _Staged(changed=False, already_committed=previous)
+            snapshot_properties = {
+                **snapshot_properties,
+                IDEMPOTENCY_PROPERTY: config.idempotency_key,
+            }
         if config.mode is WriteMode.UPSERT:
             from floe_dagster_iceberg.upsert import validate_upsert_input
 
@@ -534,6 +545,8 @@ class IcebergTableManager:
                         tx, created = self._open_transaction(identifier, create_with)
                     base_snapshot_id = tx.table_metadata.current_snapshot_id
                     staged = stage(tx, properties)
+                    if staged.already_committed is not None:
+                        return _already_committed(name, staged.already_committed, attempt)
                     if not staged.changed and not created:
                         attempt_span.set_attribute("iceberg.commit.skipped", True)
                         return WriteResult(
@@ -928,6 +941,31 @@ class IcebergTableManager:
 
 def _operation_name(mode: WriteMode) -> str:
     return "upsert" if mode is WriteMode.UPSERT else "write"
+
+
+def _snapshot_with_idempotency_key(metadata: Any, key: str) -> Snapshot | None:
+    return next(
+        (s for s in metadata.snapshots if s.summary and s.summary.get(IDEMPOTENCY_PROPERTY) == key),
+        None,
+    )
+
+
+def _already_committed(name: str, snapshot: Snapshot, attempts: int) -> WriteResult:
+    log.info(
+        "Table %s: this append already landed in snapshot %s (same idempotency key); "
+        "not applying it again.",
+        name,
+        snapshot.snapshot_id,
+    )
+    return WriteResult(
+        table=name,
+        snapshot_id=snapshot.snapshot_id,
+        operation="append",
+        rows_added=int(snapshot.summary.get("added-records") or 0),
+        files_added=int(snapshot.summary.get("added-data-files") or 0),
+        bytes_added=int(snapshot.summary.get("added-files-size") or 0),
+        commit_attempts=attempts,
+    )
 
 
 def _backoff_seconds(policy: RetryPolicy, attempt: int) -> float:

@@ -388,7 +388,9 @@ class WriteConfig(_Model):
     every mode refuses rows outside it, and ``upsert`` matches keys inside it unless
     ``upsert_scope`` is ``table``. ``partition_spec`` and ``sort_order`` are used when the write
     creates the table; ``partition_spec`` also evolves an existing table's spec according to
-    ``partition_spec_update_mode``.
+    ``partition_spec_update_mode``. ``idempotency_key`` makes an append safe to retry: if a
+    snapshot with the same key is already in the table, the append is not applied again (the IO
+    manager uses the Dagster run, asset and partition keys).
 
     Example:
         >>> from pyiceberg.expressions import EqualTo
@@ -406,6 +408,7 @@ class WriteConfig(_Model):
     sort_order: tuple[SortField, ...] = ()
     table_properties: dict[str, str] = Field(default_factory=dict)
     snapshot_properties: dict[str, str] = Field(default_factory=dict)
+    idempotency_key: str | None = None
     join_cols: tuple[str, ...] = ()
     when_matched_update_all: bool = True
     when_not_matched_insert_all: bool = True

@@ -699,3 +699,31 @@ def test_streamed_outputs_lazy_frame_and_record_batch_reader(resources, instance
     assert numbers.num_rows == 50_000
     assert numbers.column("double").to_pylist()[:3] == [0, 2, 4]
     assert manager.scan("public.batches").num_rows == 2000
+
+
+def test_retried_append_of_the_same_run_is_not_applied_twice(resources, instance, manager):
+    metadata = {"partition_expr": "ts", "write_mode": "append"}
+
+    @dg.asset(io_manager_key="iceberg", partitions_def=DAILY, metadata=metadata)
+    def appended(context: dg.AssetExecutionContext) -> pa.Table:
+        start = context.partition_time_window.start
+        return pa.table({"ts": pa.array([start] * 3, pa.timestamp("us", "UTC"))})
+
+    first = _run([appended], resources, instance, partition_key="2024-01-01")
+    # A step retry of the same run (e.g. after an outage hid that the commit landed) hands the
+    # same output to the IO manager again.
+    retry_context = dg.build_output_context(
+        asset_key=dg.AssetKey("appended"),
+        partition_key="2024-01-01",
+        run_id=first.run_id,
+        definition_metadata=metadata,
+        asset_partitions_def=DAILY,
+    )
+    start = dt.datetime(2024, 1, 1, tzinfo=UTC)
+    resources["iceberg"].handle_output(
+        retry_context, pa.table({"ts": pa.array([start] * 3, pa.timestamp("us", "UTC"))})
+    )
+    assert manager.scan("public.appended").num_rows == 3
+
+    assert _run([appended], resources, instance, partition_key="2024-01-01").success
+    assert manager.scan("public.appended").num_rows == 6
