@@ -399,7 +399,7 @@ class IcebergTableManager:
     ) -> _Staged:
         metadata = tx.table_metadata
         if config.mode is WriteMode.APPEND and config.idempotency_key:
-            previous = _snapshot_with_idempotency_key(metadata, config.idempotency_key)
+            previous = _snapshot_with(metadata, IDEMPOTENCY_PROPERTY, config.idempotency_key)
             if previous is not None:
                 return _Staged(changed=False, already_committed=previous)
             snapshot_properties = {
@@ -683,12 +683,8 @@ class IcebergTableManager:
             table = self.catalog.load_table(identifier)
         except NoSuchTableError:
             return None
-        if any(
-            s.summary and s.summary.get(WRITE_ID_PROPERTY) == write_id
-            for s in table.metadata.snapshots
-        ):
-            return table
-        return None
+        found = _snapshot_with(table.metadata, WRITE_ID_PROPERTY, write_id)
+        return table if found is not None else None
 
     # ------------------------------------------------------------------ reads
 
@@ -943,9 +939,10 @@ def _operation_name(mode: WriteMode) -> str:
     return "upsert" if mode is WriteMode.UPSERT else "write"
 
 
-def _snapshot_with_idempotency_key(metadata: Any, key: str) -> Snapshot | None:
+def _snapshot_with(metadata: Any, summary_property: str, value: str) -> Snapshot | None:
+    """The snapshot whose summary carries ``summary_property == value``, if any."""
     return next(
-        (s for s in metadata.snapshots if s.summary and s.summary.get(IDEMPOTENCY_PROPERTY) == key),
+        (s for s in metadata.snapshots if s.summary and s.summary.get(summary_property) == value),
         None,
     )
 

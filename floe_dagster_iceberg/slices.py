@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import reduce
 
 import polars as pl
@@ -252,8 +252,7 @@ def build_partition_slice(
     if not partition_keys:
         raise InvalidInputError(f"Asset {asset}: the run has no partition keys to write.")
     if isinstance(partitions_def, MultiPartitionsDefinition):
-        multi = _multi_slice(asset, partitions_def, partition_keys, partition_expr, column_types)
-        return replace(multi, key_count=len(partition_keys))
+        return _multi_slice(asset, partitions_def, partition_keys, partition_expr, column_types)
     if not isinstance(partition_expr, str) or not partition_expr:
         raise InvalidInputError(
             f"Asset {asset} is partitioned but has no partition_expr metadata naming the column "
@@ -311,4 +310,6 @@ def _multi_slice(
             ]
         )
     spec = tuple(_derived_field(partition_expr[d], types[d], dimensions[d]) for d in dimensions)
-    return PartitionSlice(condition.iceberg, condition.polars, condition.text, spec)
+    return PartitionSlice(
+        condition.iceberg, condition.polars, condition.text, spec, len(partition_keys)
+    )
