@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from dagster import DagsterInstance
 
 _TESTS_DIR = str(Path(__file__).resolve().parent)
 if _TESTS_DIR not in sys.path:  # `import infra` also under --import-mode=importlib
@@ -224,3 +225,15 @@ def warehouse_files():
         return table_files(target)
 
     return list_files
+
+
+@pytest.fixture(autouse=True)
+def _isolated_dagster_context() -> Iterator[None]:
+    """Run each test inside its own (ephemeral) Dagster instance context.
+
+    Entering a Dagster instance publishes its definitions-state storage in a context variable;
+    an instance an earlier test left behind would otherwise be found there after it was
+    garbage-collected ("undefined DagsterInstance weakref") by a later ``materialize``.
+    """
+    with DagsterInstance.ephemeral():
+        yield
