@@ -864,7 +864,11 @@ class IcebergTableManager:
         """Bin-pack small files per partition in one commit; see :mod:`floe_dagster_iceberg.maintenance`."""
         from floe_dagster_iceberg import maintenance
 
-        with self.telemetry.span("compact", self.identifier(table)) as span:
+        name = ".".join(self.identifier(table))
+        with (
+            self.telemetry.span("compact", self.identifier(table)) as span,
+            self._reaching(f"compacting table '{name}'"),
+        ):
             result = maintenance.compact(
                 self,
                 self.load_table(table),
@@ -884,7 +888,11 @@ class IcebergTableManager:
         """Expire old snapshots and delete the files only they referenced."""
         from floe_dagster_iceberg import maintenance
 
-        with self.telemetry.span("expire", self.identifier(table)) as span:
+        name = ".".join(self.identifier(table))
+        with (
+            self.telemetry.span("expire", self.identifier(table)) as span,
+            self._reaching(f"expiring snapshots of table '{name}'"),
+        ):
             result = maintenance.expire_snapshots(
                 self, self.load_table(table), older_than=older_than, retain_last=retain_last
             )
@@ -897,7 +905,11 @@ class IcebergTableManager:
         """Delete files under the table location that no metadata references."""
         from floe_dagster_iceberg import maintenance
 
-        with self.telemetry.span("remove_orphans", self.identifier(table)) as span:
+        name = ".".join(self.identifier(table))
+        with (
+            self.telemetry.span("remove_orphans", self.identifier(table)) as span,
+            self._reaching(f"removing orphan files of table '{name}'"),
+        ):
             result = maintenance.remove_orphan_files(
                 self, self.load_table(table), older_than=older_than, dry_run=dry_run
             )
@@ -908,7 +920,11 @@ class IcebergTableManager:
         """Rewrite the current snapshot's manifests into few, well-clustered ones."""
         from floe_dagster_iceberg import maintenance
 
-        with self.telemetry.span("rewrite_manifests", self.identifier(table)) as span:
+        name = ".".join(self.identifier(table))
+        with (
+            self.telemetry.span("rewrite_manifests", self.identifier(table)) as span,
+            self._reaching(f"rewriting manifests of table '{name}'"),
+        ):
             result = maintenance.rewrite_manifests(self, self.load_table(table))
             _annotate_maintenance(span, result)
             return result
@@ -919,7 +935,11 @@ class IcebergTableManager:
         """Storage metrics: files, bytes, small files, partitions, rows, snapshots, manifests."""
         from floe_dagster_iceberg import maintenance
 
-        with self.telemetry.span("health", self.identifier(table)) as span:
+        name = ".".join(self.identifier(table))
+        with (
+            self.telemetry.span("health", self.identifier(table)) as span,
+            self._reaching(f"measuring the health of table '{name}'"),
+        ):
             result = maintenance.table_health(
                 self, self.load_table(table), small_file_threshold_bytes=small_file_threshold_bytes
             )
