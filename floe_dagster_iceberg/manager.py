@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -92,6 +92,7 @@ log = logging.getLogger("floe_dagster_iceberg")
 
 TableRef = Table | str | tuple[str, ...]
 """A table given as a loaded PyIceberg table, ``"namespace.table"`` or ``("namespace", "table")``."""
+_Result = TypeVar("_Result")
 
 WRITE_ID_PROPERTY = "floe.write-id"
 WRITER_PROPERTY = "floe.writer"
@@ -864,20 +865,18 @@ class IcebergTableManager:
         """Bin-pack small files per partition in one commit; see :mod:`floe_dagster_iceberg.maintenance`."""
         from floe_dagster_iceberg import maintenance
 
-        name = ".".join(self.identifier(table))
-        with (
-            self.telemetry.span("compact", self.identifier(table)) as span,
-            self._reaching(f"compacting table '{name}'"),
-        ):
-            result = maintenance.compact(
+        return self._maintain(
+            "compact",
+            "compacting",
+            table,
+            lambda loaded: maintenance.compact(
                 self,
-                self.load_table(table),
+                loaded,
                 target_file_size_bytes=target_file_size_bytes,
                 min_input_files=min_input_files,
                 partition_filter=partition_filter,
-            )
-            _annotate_maintenance(span, result)
-            return result
+            ),
+        )
 
     def expire_snapshots(
         self,
@@ -888,16 +887,14 @@ class IcebergTableManager:
         """Expire old snapshots and delete the files only they referenced."""
         from floe_dagster_iceberg import maintenance
 
-        name = ".".join(self.identifier(table))
-        with (
-            self.telemetry.span("expire", self.identifier(table)) as span,
-            self._reaching(f"expiring snapshots of table '{name}'"),
-        ):
-            result = maintenance.expire_snapshots(
-                self, self.load_table(table), older_than=older_than, retain_last=retain_last
-            )
-            _annotate_maintenance(span, result)
-            return result
+        return self._maintain(
+            "expire",
+            "expiring snapshots of",
+            table,
+            lambda loaded: maintenance.expire_snapshots(
+                self, loaded, older_than=older_than, retain_last=retain_last
+            ),
+        )
 
     def remove_orphan_files(
         self, table: TableRef, older_than: timedelta = timedelta(days=3), dry_run: bool = False
@@ -905,29 +902,25 @@ class IcebergTableManager:
         """Delete files under the table location that no metadata references."""
         from floe_dagster_iceberg import maintenance
 
-        name = ".".join(self.identifier(table))
-        with (
-            self.telemetry.span("remove_orphans", self.identifier(table)) as span,
-            self._reaching(f"removing orphan files of table '{name}'"),
-        ):
-            result = maintenance.remove_orphan_files(
-                self, self.load_table(table), older_than=older_than, dry_run=dry_run
-            )
-            _annotate_maintenance(span, result)
-            return result
+        return self._maintain(
+            "remove_orphans",
+            "removing orphan files of",
+            table,
+            lambda loaded: maintenance.remove_orphan_files(
+                self, loaded, older_than=older_than, dry_run=dry_run
+            ),
+        )
 
     def rewrite_manifests(self, table: TableRef) -> RewriteManifestsResult:
         """Rewrite the current snapshot's manifests into few, well-clustered ones."""
         from floe_dagster_iceberg import maintenance
 
-        name = ".".join(self.identifier(table))
-        with (
-            self.telemetry.span("rewrite_manifests", self.identifier(table)) as span,
-            self._reaching(f"rewriting manifests of table '{name}'"),
-        ):
-            result = maintenance.rewrite_manifests(self, self.load_table(table))
-            _annotate_maintenance(span, result)
-            return result
+        return self._maintain(
+            "rewrite_manifests",
+            "rewriting manifests of",
+            table,
+            lambda loaded: maintenance.rewrite_manifests(self, loaded),
+        )
 
     def table_health(
         self, table: TableRef, small_file_threshold_bytes: int | None = None
@@ -935,14 +928,25 @@ class IcebergTableManager:
         """Storage metrics: files, bytes, small files, partitions, rows, snapshots, manifests."""
         from floe_dagster_iceberg import maintenance
 
-        name = ".".join(self.identifier(table))
+        return self._maintain(
+            "health",
+            "measuring the health of",
+            table,
+            lambda loaded: maintenance.table_health(
+                self, loaded, small_file_threshold_bytes=small_file_threshold_bytes
+            ),
+        )
+
+    def _maintain(
+        self, operation: str, action: str, table: TableRef, run: Callable[[Table], _Result]
+    ) -> _Result:
+        """Run one maintenance action on the freshly loaded table, in its span."""
+        identifier = self.identifier(table)
         with (
-            self.telemetry.span("health", self.identifier(table)) as span,
-            self._reaching(f"measuring the health of table '{name}'"),
+            self.telemetry.span(operation, identifier) as span,
+            self._reaching(f"{action} table '{'.'.join(identifier)}'"),
         ):
-            result = maintenance.table_health(
-                self, self.load_table(table), small_file_threshold_bytes=small_file_threshold_bytes
-            )
+            result = run(self.load_table(table))
             _annotate_maintenance(span, result)
             return result
 
