@@ -166,7 +166,7 @@ class IcebergIOManager(ConfigurableIOManager):
                 },
                 snapshot_properties=_snapshot_properties(context),
                 idempotency_key=_idempotency_key(context),
-                join_cols=tuple(upsert_options.get("join_cols") or ()),
+                join_cols=_join_cols(upsert_options.get("join_cols")),
                 when_matched_update_all=bool(upsert_options.get("when_matched_update_all", True)),
                 when_not_matched_insert_all=bool(
                     upsert_options.get("when_not_matched_insert_all", True)
@@ -432,6 +432,13 @@ def _snapshot_properties(context: OutputContext) -> dict[str, str]:
     if version:
         properties["dagster.code-version"] = str(version)
     return properties
+
+
+def _join_cols(value: Any) -> tuple[str, ...]:
+    """``join_cols`` as a list, or one column name as a plain string."""
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
 
 
 def _idempotency_key(context: OutputContext) -> str:

@@ -727,3 +727,26 @@ def test_retried_append_of_the_same_run_is_not_applied_twice(resources, instance
 
     assert _run([appended], resources, instance, partition_key="2024-01-01").success
     assert manager.scan("public.appended").num_rows == 6
+
+
+def test_default_io_manager_and_a_single_join_column_given_as_a_string(
+    tmp_path, monkeypatch, instance
+):
+    monkeypatch.setenv("FLOE_ICEBERG_HOME", str(tmp_path))
+    values = {"v": "x"}
+
+    @dg.asset(
+        io_manager_key="iceberg",
+        metadata={"write_mode": "upsert", "upsert_options": {"join_cols": "id"}},
+    )
+    def keyed() -> pa.Table:
+        return pa.table({"id": [1, 2], "v": [values["v"], "y"]})
+
+    resources = {"iceberg": IcebergIOManager()}
+    _run([keyed], resources, instance)
+    values["v"] = "changed"
+    result = _run([keyed], resources, instance)
+
+    rows = IcebergCatalogResource().get_manager().scan("public.keyed").sort_by("id").to_pylist()
+    assert rows == [{"id": 1, "v": "changed"}, {"id": 2, "v": "y"}]
+    assert _metadata(result, "keyed")["iceberg/rows_updated"] == 1
