@@ -205,10 +205,9 @@ class IcebergIOManager(ConfigurableIOManager):
         identifier: tuple[str, str],
         result: WriteResult,
         partition_slice: PartitionSlice | None,
-        table: Table | None,
+        table: Table,
         mode: WriteMode,
     ) -> dict[str, Any]:
-        table = table if table is not None else manager.load_table(identifier)
         rows = manager.count(table, partition_slice.iceberg if partition_slice else None)
         metadata: dict[str, Any] = {
             "dagster/row_count": MetadataValue.int(rows),
