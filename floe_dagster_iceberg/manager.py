@@ -6,11 +6,10 @@ evolution, properties and data together), retried on conflicts against the refre
 
 from __future__ import annotations
 
+import itertools
 import logging
-import random
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,15 +26,32 @@ from pyiceberg.exceptions import (
     TableAlreadyExistsError,
     ValidationException,
 )
-from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, Not, Or
+from pyiceberg.expressions import AlwaysFalse, AlwaysTrue, And, BooleanExpression, Not, Or
 from pyiceberg.expressions.visitors import bind
 from pyiceberg.io.pyarrow import expression_to_pyarrow
+from pyiceberg.manifest import DataFile
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table, Transaction
 from pyiceberg.table.metadata import TableMetadata
-from pyiceberg.table.snapshots import Snapshot
+from pyiceberg.table.snapshots import Operation, Snapshot
 from pyiceberg.types import DoubleType, FloatType
 
+from floe_dagster_iceberg.engine._pyiceberg import transaction_table
+from floe_dagster_iceberg.engine.commit import (
+    MetadataChanges as _MetadataChanges,
+)
+from floe_dagster_iceberg.engine.commit import (
+    PendingCommit,
+    RetrySchedule,
+    resolve_retry,
+)
+from floe_dagster_iceberg.engine.commit import (
+    WrittenFiles as _WrittenFiles,
+)
+from floe_dagster_iceberg.engine.data_files import write_batches, write_data_files
+from floe_dagster_iceberg.engine.properties import WRITABLE_FORMAT_VERSIONS
+from floe_dagster_iceberg.engine.slice_files import files_in_slice, rows_outside
+from floe_dagster_iceberg.engine.snapshot import FileChange, FilesGoneError, produce_snapshot
 from floe_dagster_iceberg.errors import (
     CommitConflictError,
     IcebergError,
@@ -108,7 +124,10 @@ _SUMMARY_TOTALS = {
 
 
 def _is_retryable(error: Exception) -> bool:
-    if isinstance(error, CommitFailedException | ValidationException | TableAlreadyExistsError):
+    if isinstance(
+        error,
+        CommitFailedException | ValidationException | TableAlreadyExistsError | FilesGoneError,
+    ):
         return True
     # SQLite refuses a commit while another process holds its write lock: nothing was committed.
     return type(error).__name__ == "OperationalError" and "locked" in str(error)
@@ -134,6 +153,10 @@ class _Staged:
     rows_unchanged: int = 0
     files_rewritten: int = 0
     already_committed: Snapshot | None = None
+    commit: PendingCommit | None = None
+
+
+_Stage = Callable[[Table, "_MetadataChanges", dict[str, str], "_WrittenFiles"], _Staged]
 
 
 class IcebergTableManager:
@@ -274,9 +297,11 @@ class IcebergTableManager:
         identifier = self.identifier(table)
         name = ".".join(identifier)
 
-        def stage(tx: Transaction, _: dict[str, str]) -> _Staged:
-            with tx.update_schema() as update:
-                applied = apply_schema_changes(name, tx.table_metadata.schema(), changes, update)
+        def stage(
+            table: Table, staged: _MetadataChanges, _: dict[str, str], __: _WrittenFiles
+        ) -> _Staged:
+            with staged.transaction.update_schema() as update:
+                applied = apply_schema_changes(name, table.metadata.schema(), changes, update)
             return _Staged(changed=bool(applied), schema_changes=tuple(applied))
 
         with self.telemetry.span("evolve", identifier) as span:
@@ -338,8 +363,10 @@ class IcebergTableManager:
             data = data.read_all()
         stream = _ReplayGuard(data, name)
 
-        def stage(tx: Transaction, properties: dict[str, str]) -> _Staged:
-            return self._stage_write(name, tx, stream, config, properties)
+        def stage(
+            table: Table, changes: _MetadataChanges, properties: dict[str, str], files: _WrittenFiles
+        ) -> _Staged:
+            return self._stage_write(name, table, changes, stream, config, properties, files)
 
         attributes = {"iceberg.write_mode": config.mode.value}
         with (
@@ -393,12 +420,14 @@ class IcebergTableManager:
     def _stage_write(
         self,
         name: str,
-        tx: Transaction,
+        table: Table,
+        changes: _MetadataChanges,
         stream: _ReplayGuard,
         config: WriteConfig,
         snapshot_properties: dict[str, str],
+        files: _WrittenFiles,
     ) -> _Staged:
-        metadata = tx.table_metadata
+        metadata = table.metadata
         if config.mode is WriteMode.APPEND and config.idempotency_key:
             previous = _snapshot_with(metadata, IDEMPOTENCY_PROPERTY, config.idempotency_key)
             if previous is not None:
@@ -416,21 +445,19 @@ class IcebergTableManager:
             name, metadata.schema(), stream.schema, config.schema_update_mode
         )
         if not schema_plan.is_empty:
-            with tx.update_schema() as update:
+            with changes.transaction.update_schema() as update:
                 schema_plan.apply(update)
-        changed = not schema_plan.is_empty
         if config.partition_spec is not None:
             spec_plan = plan_spec_update(
                 name,
-                tx.table_metadata.schema(),
-                tx.table_metadata.spec(),
+                changes.metadata.schema(),
+                changes.metadata.spec(),
                 config.partition_spec,
                 config.partition_spec_update_mode,
             )
             if not spec_plan.is_empty:
-                with tx.update_spec() as update_spec:
+                with changes.transaction.update_spec() as update_spec:
                     spec_plan.apply(update_spec)
-                changed = True
                 log.info("Table %s: %s", name, "; ".join(spec_plan.describe()))
         new_properties = {
             key: value
@@ -438,77 +465,119 @@ class IcebergTableManager:
             if metadata.properties.get(key) != value
         }
         if new_properties:
-            tx.set_properties(new_properties)
-            changed = True
+            changes.transaction.set_properties(new_properties)
 
-        schema = tx.table_metadata.schema()
-        staged = _Staged(changed=changed, schema_changes=tuple(schema_plan.describe()))
-        row_filter = config.row_filter
+        planned = changes.metadata
+        check_format_version(name, planned)
+        staged = _Staged(changed=changes.changed, schema_changes=tuple(schema_plan.describe()))
         if config.mode is WriteMode.UPSERT:
             return self._stage_upsert(
-                name, tx, stream.table(), config, schema, staged, snapshot_properties
+                name, table, changes, stream.table(), config, staged, snapshot_properties, files
             )
 
-        partitioned = not tx.table_metadata.spec().is_unpartitioned()
-        if stream.is_stream and not partitioned and row_filter is None:
-            data: pa.Table | pa.RecordBatchReader = stream.conformed_reader(schema)
+        schema = planned.schema()
+        row_filter = config.row_filter
+        if stream.is_stream and planned.spec().is_unpartitioned() and row_filter is None:
+            added = files.once(
+                planned, lambda: write_batches(planned, table.io, stream.conformed_reader(schema))
+            )
         else:
             data = conform_to_schema(name, stream.table(), schema)
-            check_partition_values(name, data, tx.table_metadata)
+            check_partition_values(name, data, planned)
             if row_filter is not None:
                 check_rows_in_slice(name, data, row_filter, schema)
-            if config.mode is WriteMode.APPEND and data.num_rows == 0:
-                return staged
+            added = files.once(planned, lambda: write_data_files(planned, table.io, data))
 
+        removed: list[DataFile] = []
         if config.mode is WriteMode.OVERWRITE:
-            with warnings.catch_warnings():
-                # Replacing a slice that is still empty is normal, not worth a warning.
-                warnings.filterwarnings("ignore", "Delete operation did not match any records")
-                tx.overwrite(
-                    data,
-                    overwrite_filter=row_filter if row_filter is not None else AlwaysTrue(),
-                    snapshot_properties=snapshot_properties,
-                )
+            slice_filter = row_filter if row_filter is not None else AlwaysTrue()
+            in_slice = files_in_slice(planned, table.io, slice_filter)
+            removed = list(in_slice.whole)
+            for data_file, kept in rows_outside(planned, table.io, in_slice.partial, slice_filter):
+                if kept is None:
+                    continue
+                removed.append(data_file)
+                added = [
+                    *added,
+                    *files.once(
+                        planned,
+                        lambda rows=kept: write_data_files(planned, table.io, rows),
+                        key=data_file.file_path,
+                    ),
+                ]
+            scope = slice_filter
         else:
-            tx.append(data, snapshot_properties=snapshot_properties)
+            scope = AlwaysFalse()
+        if not added and not removed:
+            return staged
+        change = FileChange(
+            operation=Operation.OVERWRITE if removed else Operation.APPEND,
+            added=added,
+            removed=removed,
+            scope=scope,
+        )
+        staged.commit = changes.with_snapshot(
+            produce_snapshot(planned, table.io, change, snapshot_properties)
+        )
         staged.changed = True
         return staged
 
     def _stage_upsert(
         self,
         name: str,
-        tx: Transaction,
+        table: Table,
+        changes: _MetadataChanges,
         data: pa.Table,
         config: WriteConfig,
-        schema: Schema,
         staged: _Staged,
         snapshot_properties: dict[str, str],
+        files: _WrittenFiles,
     ) -> _Staged:
-        from floe_dagster_iceberg.upsert import stage_upsert, validate_upsert_input
+        from floe_dagster_iceberg.upsert import plan_upsert, validate_upsert_input
 
+        planned = changes.metadata
+        schema = planned.schema()
         validate_upsert_input(name, schema, data, config.join_cols)
         conformed = conform_to_schema(name, data, schema)
-        check_partition_values(name, conformed, tx.table_metadata)
-        scope_filter = AlwaysTrue()
+        check_partition_values(name, conformed, planned)
+        scope_filter: BooleanExpression = AlwaysTrue()
         if config.row_filter is not None:
             check_rows_in_slice(name, conformed, config.row_filter, schema)
             if config.upsert_scope is UpsertScope.PARTITION:
                 scope_filter = config.row_filter
-        outcome = stage_upsert(
-            tx,
-            conformed,
-            table_name=name,
-            join_cols=config.join_cols,
-            when_matched_update_all=config.when_matched_update_all,
-            when_not_matched_insert_all=config.when_not_matched_insert_all,
-            scope_filter=scope_filter,
-            snapshot_properties=snapshot_properties,
-        )
+        plan = files.upsert
+        if plan is None or not plan.still_applies(planned, table.io):
+            if plan is not None:
+                files.forget(plan.added)
+            plan = plan_upsert(
+                planned,
+                table.metadata,
+                table.io,
+                conformed,
+                table_name=name,
+                join_cols=config.join_cols,
+                when_matched_update_all=config.when_matched_update_all,
+                when_not_matched_insert_all=config.when_not_matched_insert_all,
+                scope_filter=scope_filter,
+            )
+            files.upsert = plan
+            files.track(plan.added)
+        outcome = plan.outcome
         staged.rows_updated = outcome.rows_updated
         staged.rows_inserted = outcome.rows_inserted
         staged.rows_unchanged = outcome.rows_unchanged
         staged.files_rewritten = outcome.files_rewritten
-        staged.changed = staged.changed or bool(outcome.rows_updated or outcome.rows_inserted)
+        if outcome.changed:
+            change = FileChange(
+                operation=Operation.OVERWRITE if plan.removed else Operation.APPEND,
+                added=plan.added,
+                removed=plan.removed,
+                scope=plan.conflict_filter,
+            )
+            staged.commit = changes.with_snapshot(
+                produce_snapshot(planned, table.io, change, snapshot_properties)
+            )
+        staged.changed = staged.changed or outcome.changed
         return staged
 
     # ------------------------------------------------------------------ commit loop
@@ -516,13 +585,18 @@ class IcebergTableManager:
     def _commit_with_retries(
         self,
         identifier: tuple[str, str],
-        stage: Callable[[Transaction, dict[str, str]], _Staged],
+        stage: _Stage,
         policy: RetryPolicy,
         create_with: tuple[pa.Schema, WriteConfig] | None,
         snapshot_properties: dict[str, str] | None = None,
         loaded: Table | None = None,
     ) -> WriteResult:
-        """``loaded``: a table the caller just loaded, used by the first attempt only."""
+        """Stage and commit, re-planning metadata against the refreshed table on conflicts.
+
+        Data files are written once (``_WrittenFiles``); an attempt that did not land has its
+        manifests deleted at once, and the data files go when the write fails for good.
+        ``loaded``: a table the caller just loaded, used by the first attempt only.
+        """
         write_id = uuid.uuid4().hex
         properties = {
             **(snapshot_properties or {}),
@@ -530,102 +604,126 @@ class IcebergTableManager:
             WRITER_PROPERTY: f"floe-dagster-iceberg {__version__}",
         }
         name = ".".join(identifier)
+        files = _WrittenFiles()
+        retry: RetrySchedule | None = None
         last_error: Exception | None = None
-        for attempt in range(1, policy.max_attempts + 1):
-            created = False
-            base_snapshot_id: int | None = None
-            attempt_attributes = {
-                "iceberg.commit.attempt": attempt,
-                "iceberg.commit.max_attempts": policy.max_attempts,
-            }
-            with self.telemetry.span("commit", identifier, attempt_attributes) as attempt_span:
-                try:
-                    if attempt == 1 and loaded is not None:
-                        tx, created = loaded.transaction(), False
-                    else:
-                        tx, created = self._open_transaction(identifier, create_with)
-                    base_snapshot_id = tx.table_metadata.current_snapshot_id
-                    staged = stage(tx, properties)
-                    if staged.already_committed is not None:
-                        return _already_committed(name, staged.already_committed, attempt)
-                    if not staged.changed and not created:
-                        attempt_span.set_attribute("iceberg.commit.skipped", True)
-                        return WriteResult(
-                            table=name,
-                            snapshot_id=None,
-                            operation=None,
-                            commit_attempts=attempt,
-                            rows_updated=staged.rows_updated,
-                            rows_inserted=staged.rows_inserted,
-                            rows_unchanged=staged.rows_unchanged,
-                            files_rewritten=staged.files_rewritten,
-                        )
+        expired_bases = 0
+        started = time.monotonic()
+        try:
+            for attempt in itertools.count(1):
+                attempt_attributes = {"iceberg.commit.attempt": attempt}
+                with self.telemetry.span("commit", identifier, attempt_attributes) as attempt_span:
+                    base_snapshot_id: int | None = None
+                    pending: PendingCommit | None = None
+                    created = False
                     try:
-                        committed = tx.commit_transaction()
-                    except Exception as error:
-                        if may_have_reached_server(error):
-                            # The request may have been processed: check, never blindly redo.
-                            raise CommitStateUnknownException(str(error)) from error
-                        raise
-                    result = _result(name, committed, write_id, attempt, staged, created)
-                    self._log_commit(result, policy)
-                    _annotate_span(attempt_span, result)
-                    return result
-                except CommitStateUnknownException as error:
-                    record_error(attempt_span, error)
-                    last_error = error
-                    try:
-                        found = self._find_committed_write(identifier, write_id)
-                    except Exception as check_error:
-                        unknown = connection_error(
-                            check_error,
-                            self.catalog.properties,
-                            f"checking whether a commit to table '{name}' landed",
-                            unknown_write_id=write_id,
-                        )
-                        if unknown is None:
-                            raise
-                        raise unknown from None
-                    if found is not None:
+                        if attempt == 1 and loaded is not None:
+                            table, create = loaded, None
+                        else:
+                            table, create = self._load_or_create(identifier, create_with)
+                        created = create is not None
+                        retry = retry or resolve_retry(policy, table.metadata.properties)
+                        base_snapshot_id = table.metadata.current_snapshot_id
+                        files.io = table.io
+                        changes = _MetadataChanges(table, create)
+                        staged = stage(table, changes, properties, files)
+                        if staged.already_committed is not None:
+                            return _already_committed(name, staged.already_committed, attempt)
+                        if staged.commit is None:
+                            if not changes.changed:
+                                attempt_span.set_attribute("iceberg.commit.skipped", True)
+                                return _skipped(name, staged, attempt)
+                            staged.commit = changes.without_snapshot()
+                        pending = staged.commit
+                        committed = self._send(pending)
+                        files.landed()
+                        result = _result(name, committed, write_id, attempt, staged, created)
+                        self._log_commit(result, retry.max_attempts)
+                        _annotate_span(attempt_span, result)
+                        return result
+                    except CommitStateUnknownException as error:
+                        record_error(attempt_span, error)
+                        last_error = error
+                        files.outcome_unknown()
+                        found = self._resolve_unknown(identifier, name, write_id)
+                        outcome = "landed" if found is not None else "retry"
                         self.log.warning(
-                            "iceberg.commit_state_unknown table=%s attempt=%d/%d outcome=landed",
+                            "iceberg.commit_state_unknown table=%s attempt=%d outcome=%s",
                             name,
                             attempt,
-                            policy.max_attempts,
+                            outcome,
                         )
-                        result = _result(name, found, write_id, attempt, staged, created)
-                        self._log_commit(result, policy)
-                        return result
-                    self.log.warning(
-                        "iceberg.commit_state_unknown table=%s attempt=%d/%d outcome=retry",
-                        name,
-                        attempt,
-                        policy.max_attempts,
-                    )
-                except Exception as error:
-                    if not (
-                        _is_retryable(error)
-                        or self._base_expired(identifier, base_snapshot_id, error)
-                    ):
-                        raise
-                    record_error(attempt_span, error)
-                    last_error = error
-            if attempt < policy.max_attempts:
-                backoff = _backoff_seconds(policy, attempt)
+                        if found is not None:
+                            files.landed()
+                            result = _result(name, found, write_id, attempt, staged, created)
+                            self._log_commit(result, retry.max_attempts if retry else attempt)
+                            return result
+                    except Exception as error:
+                        expired = self._base_expired(identifier, base_snapshot_id, error)
+                        if not (_is_retryable(error) or expired):
+                            raise
+                        if pending is not None:
+                            pending.discard()
+                        expired_bases += int(expired)
+                        record_error(attempt_span, error)
+                        last_error = error
+                assert retry is not None  # an attempt that got this far resolved the policy
+                elapsed = time.monotonic() - started
+                if attempt >= retry.max_attempts or elapsed >= retry.total_timeout_seconds:
+                    break
+                backoff = retry.backoff_seconds(attempt)
                 self.log.info(
                     "iceberg.commit_retry table=%s attempt=%d/%d error=%s backoff_ms=%d",
                     name,
                     attempt,
-                    policy.max_attempts,
+                    retry.max_attempts,
                     type(last_error).__name__,
                     round(backoff * 1000),
                 )
                 time.sleep(backoff)
-        raise CommitConflictError(
-            f"Table '{name}': the commit still conflicted with concurrent writers after "
-            f"{policy.max_attempts} attempts ({type(last_error).__name__}: {last_error}). "
-            "Nothing was committed; re-run, or raise the retry limit (RetryPolicy.max_attempts)."
-        ) from last_error
+            raise _gave_up(name, attempt, last_error, expired_bases)
+        except BaseException:
+            files.discard()
+            raise
+
+    def _send(self, pending: PendingCommit) -> Table:
+        """One commit request; a request that may have been processed becomes 'state unknown'."""
+        try:
+            response = self.catalog.commit_table(
+                pending.table, pending.requirements, pending.updates
+            )
+        except CommitStateUnknownException:
+            raise
+        except Exception as error:
+            if may_have_reached_server(error):
+                # The request may have been processed: check, never blindly redo.
+                raise CommitStateUnknownException(str(error)) from error
+            pending.discard()
+            raise
+        return Table(
+            identifier=pending.table.name(),
+            metadata=response.metadata,
+            metadata_location=response.metadata_location,
+            io=pending.table.io,
+            catalog=self.catalog,
+        )
+
+    def _resolve_unknown(
+        self, identifier: tuple[str, str], name: str, write_id: str
+    ) -> Table | None:
+        """The table if the commit carrying ``write_id`` landed, else ``None``."""
+        try:
+            return self._find_committed_write(identifier, write_id)
+        except Exception as check_error:
+            unknown = connection_error(
+                check_error,
+                self.catalog.properties,
+                f"checking whether a commit to table '{name}' landed",
+                unknown_write_id=write_id,
+            )
+            if unknown is None:
+                raise
+            raise unknown from None
 
     def _base_expired(
         self, identifier: tuple[str, str], base_snapshot_id: int | None, error: Exception
@@ -640,7 +738,7 @@ class IcebergTableManager:
             return False
         return current != base_snapshot_id
 
-    def _log_commit(self, result: WriteResult, policy: RetryPolicy) -> None:
+    def _log_commit(self, result: WriteResult, max_attempts: int) -> None:
         self.log.info(
             "iceberg.commit table=%s snapshot_id=%s operation=%s attempt=%d/%d rows_added=%d "
             "rows_deleted=%d files_added=%d files_deleted=%d bytes_added=%d created=%s",
@@ -648,7 +746,7 @@ class IcebergTableManager:
             result.snapshot_id,
             result.operation,
             result.commit_attempts,
-            policy.max_attempts,
+            max_attempts,
             result.rows_added,
             result.rows_deleted,
             result.files_added,
@@ -657,11 +755,12 @@ class IcebergTableManager:
             str(result.created_table).lower(),
         )
 
-    def _open_transaction(
+    def _load_or_create(
         self, identifier: tuple[str, str], create_with: tuple[pa.Schema, WriteConfig] | None
-    ) -> tuple[Transaction, bool]:
+    ) -> tuple[Table, Transaction | None]:
+        """The current table, or a staged new one (with its create transaction) if missing."""
         try:
-            return self.catalog.load_table(identifier).transaction(), False
+            return self.catalog.load_table(identifier), None
         except NoSuchTableError:
             if create_with is None:
                 raise TableNotFoundError(
@@ -670,14 +769,14 @@ class IcebergTableManager:
         arrow_schema, config = create_with
         schema = arrow_to_iceberg_schema(arrow_schema, respect_nullability=True)
         self.ensure_namespace(identifier[0])
-        tx = self.catalog.create_table_transaction(
+        create = self.catalog.create_table_transaction(
             identifier,
             schema=schema,
             partition_spec=build_partition_spec(schema, config.partition_spec or ()),
             sort_order=build_sort_order(schema, config.sort_order),
             properties=dict(config.table_properties),
         )
-        return tx, True
+        return transaction_table(create), create
 
     def _find_committed_write(self, identifier: tuple[str, str], write_id: str) -> Table | None:
         try:
@@ -989,9 +1088,48 @@ def _already_committed(name: str, snapshot: Snapshot, attempts: int) -> WriteRes
     )
 
 
-def _backoff_seconds(policy: RetryPolicy, attempt: int) -> float:
-    ceiling = min(policy.max_backoff_seconds, policy.initial_backoff_seconds * 2 ** (attempt - 1))
-    return random.uniform(ceiling / 2, ceiling)
+def _skipped(name: str, staged: _Staged, attempts: int) -> WriteResult:
+    """The result of a write that had nothing to commit."""
+    return WriteResult(
+        table=name,
+        snapshot_id=None,
+        operation=None,
+        commit_attempts=attempts,
+        rows_updated=staged.rows_updated,
+        rows_inserted=staged.rows_inserted,
+        rows_unchanged=staged.rows_unchanged,
+        files_rewritten=staged.files_rewritten,
+    )
+
+
+def _gave_up(
+    name: str, attempts: int, last_error: Exception | None, expired_bases: int
+) -> CommitConflictError:
+    """The error of a write whose every attempt was refused, naming the real cause."""
+    cause = f"{type(last_error).__name__}: {last_error}"
+    if expired_bases:
+        return CommitConflictError(
+            f"Table '{name}': snapshot expiry removed files of the snapshot this write started "
+            f"from while it ran ({expired_bases} of {attempts} attempts; last: {cause}). Nothing "
+            "was committed; re-run it, and keep snapshot expiry (history.expire.*, "
+            "expire_snapshots older_than) from running while large writes are in flight."
+        )
+    return CommitConflictError(
+        f"Table '{name}': the commit still conflicted with concurrent writers after "
+        f"{attempts} attempts ({cause}). Nothing was committed; re-run, or raise the retry "
+        "limit (RetryPolicy.max_attempts or the table's commit.retry.num-retries)."
+    )
+
+
+def check_format_version(name: str, metadata: TableMetadata) -> None:
+    """Refuse, before any file is written, a table whose format version cannot be written."""
+    if metadata.format_version not in WRITABLE_FORMAT_VERSIONS:
+        raise InvalidInputError(
+            f"Table '{name}' is Iceberg format version {metadata.format_version}; this package "
+            f"writes versions {', '.join(map(str, WRITABLE_FORMAT_VERSIONS))} only (PyIceberg "
+            "0.12 cannot write its manifests). Nothing was written; write it with an engine that "
+            "supports it (e.g. Spark), or use a version-2 table."
+        )
 
 
 def _current_snapshot_id(table: Table) -> int:

@@ -370,14 +370,20 @@ class SchemaChange(_Model):
 class RetryPolicy(_Model):
     """How often and how patiently a conflicting commit is retried (jittered exponential backoff).
 
+    A field left ``None`` takes the table's Iceberg property (``commit.retry.num-retries`` + 1,
+    ``commit.retry.min-wait-ms``, ``commit.retry.max-wait-ms``,
+    ``commit.retry.total-timeout-ms``), else floe's default: 8 attempts, 0.05 s doubling up to
+    5 s, 10 minutes in all. Set a field to override the table.
+
     Example:
         >>> RetryPolicy(max_attempts=10).max_attempts
         10
     """
 
-    max_attempts: int = Field(default=8, ge=1, le=100)
-    initial_backoff_seconds: float = Field(default=0.05, gt=0)
-    max_backoff_seconds: float = Field(default=5.0, gt=0)
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
+    initial_backoff_seconds: float | None = Field(default=None, gt=0)
+    max_backoff_seconds: float | None = Field(default=None, gt=0)
+    total_timeout_seconds: float | None = Field(default=None, gt=0)
 
 
 class WriteConfig(_Model):

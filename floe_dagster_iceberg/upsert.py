@@ -1,4 +1,4 @@
-"""Partition-scoped, vectorized upsert (merge on key columns) staged inside one transaction.
+"""Partition-scoped, vectorized upsert (merge on key columns), planned as one file change.
 
 The merge works file by file and never reads the whole table:
 
@@ -11,19 +11,18 @@ The merge works file by file and never reads the whole table:
    join columns and the non-key columns of matched rows are compared null-safely and column by
    column (Arrow compute; Polars for nested types). Memory stays bounded by the planned files.
 4. Only files holding a matched key whose values changed are rewritten (copy-on-write) without
-   those rows; the changed and new rows are written with them, and one overwrite snapshot that
-   deletes the rewritten files and adds the new ones is staged on the caller's transaction.
+   those rows; the changed and new rows are written with them. The plan is one file change (the
+   rewritten files out, the new ones in) that the engine commits as one overwrite snapshot.
 
-The snapshot carries the scan filter as its conflict-detection filter: if a concurrent commit
-adds, deletes or rewrites files that could hold one of the keys, committing raises
-``ValidationException`` (or ``CommitFailedException``) and the caller re-plans, so two
-concurrent upserts of overlapping keys end in one of their serial orders.
+The plan remembers the live files under its scan filter: when a commit attempt is refused and
+those files changed meanwhile (a concurrent commit added, deleted or rewrote files that could
+hold one of the keys), the plan is made again against the fresh table, so two concurrent
+upserts of overlapping keys end in one of their serial orders. Otherwise the written files are
+reused and only the metadata is re-planned.
 """
 
 from __future__ import annotations
 
-import itertools
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -43,7 +42,6 @@ from pyiceberg.expressions import (
 from pyiceberg.expressions.literals import DateLiteral, TimestampLiteral
 from pyiceberg.io.pyarrow import ArrowScan, expression_to_pyarrow, schema_to_pyarrow
 from pyiceberg.table import DataScan
-from pyiceberg.table.snapshots import Operation
 from pyiceberg.types import (
     DateType,
     DecimalType,
@@ -61,7 +59,9 @@ from pyiceberg.types import (
     UUIDType,
 )
 
-from floe_dagster_iceberg._snapshot_producers import overwrite
+from floe_dagster_iceberg.engine.data_files import write_data_files
+from floe_dagster_iceberg.engine.properties import target_file_size
+from floe_dagster_iceberg.engine.slice_files import live_paths
 from floe_dagster_iceberg.errors import PartitionMismatchError, UpsertKeyError
 from floe_dagster_iceberg.schema import arrow_to_iceberg_schema, conform_to_schema
 
@@ -69,11 +69,11 @@ if TYPE_CHECKING:
     from pyiceberg.io import FileIO
     from pyiceberg.manifest import DataFile
     from pyiceberg.schema import Schema
-    from pyiceberg.table import FileScanTask, Transaction
+    from pyiceberg.table import FileScanTask
     from pyiceberg.table.metadata import TableMetadata
     from pyiceberg.types import IcebergType
 
-__all__ = ["UpsertOutcome", "stage_upsert", "validate_upsert_input"]
+__all__ = ["UpsertOutcome", "UpsertPlan", "plan_upsert", "validate_upsert_input"]
 
 # Above this many distinct key values the scan uses min/max ranges instead of ``In``; PyIceberg's
 # metrics evaluators stop looking at the values of larger ``In`` predicates anyway.
@@ -277,10 +277,28 @@ class _FileMatch:
 class _Plan:
     matches: list[_FileMatch] = field(default_factory=list)
     files_scanned: int = 0
+    read_files: frozenset[str] = frozenset()
 
 
-def stage_upsert(
-    tx: Transaction,
+@dataclass
+class UpsertPlan:
+    """An upsert's file change: files to remove, files already written, and what it read."""
+
+    outcome: UpsertOutcome
+    removed: list[DataFile] = field(default_factory=list)
+    added: list[DataFile] = field(default_factory=list)
+    conflict_filter: BooleanExpression = field(default_factory=AlwaysTrue)
+    read_files: frozenset[str] = frozenset()
+
+    def still_applies(self, metadata: TableMetadata, io: FileIO) -> bool:
+        """Whether the files the plan read are still exactly the live ones under its filter."""
+        return live_paths(metadata, io, self.conflict_filter) == self.read_files
+
+
+def plan_upsert(
+    metadata: TableMetadata,
+    committed: TableMetadata,
+    io: FileIO,
     data: pa.Table,
     *,
     table_name: str,
@@ -288,15 +306,15 @@ def stage_upsert(
     when_matched_update_all: bool = True,
     when_not_matched_insert_all: bool = True,
     scope_filter: BooleanExpression = AlwaysTrue(),
-    snapshot_properties: dict[str, str] | None = None,
-) -> UpsertOutcome:
-    """Stage a merge of ``data`` into the table of ``tx`` on ``join_cols``; nothing is committed.
+) -> UpsertPlan:
+    """Plan a merge of ``data`` into the table on ``join_cols`` and write its new data files.
 
-    Rows whose key matches an existing row inside ``scope_filter`` replace it when a non-key
-    value differs (``when_matched_update_all``); other rows are inserted
-    (``when_not_matched_insert_all``). Unchanged rows are not rewritten, and when nothing changes
-    nothing is staged. Errors (bad keys, keys duplicated in the target, rows outside the scope)
-    are raised before any file is written.
+    ``metadata`` is the table as the write will commit it (after its schema evolution),
+    ``committed`` the table as it is. Rows whose key matches an existing row inside
+    ``scope_filter`` replace it when a non-key value differs (``when_matched_update_all``);
+    other rows are inserted (``when_not_matched_insert_all``). Unchanged rows are not
+    rewritten, and when nothing changes nothing is written. Errors (bad keys, keys duplicated
+    in the target, rows outside the scope) are raised before any file is written.
 
     Example:
         >>> import pyarrow as pa
@@ -309,25 +327,22 @@ def stage_upsert(
         >>> catalog.create_namespace("crm")
         >>> table = catalog.create_table("crm.users", schema=pa.schema([("id", pa.int64()), ("name", pa.string())]))
         >>> table.append(pa.table({"id": [1, 2], "name": ["a", "b"]}))
-        >>> with table.transaction() as tx:
-        ...     outcome = stage_upsert(
-        ...         tx, pa.table({"id": [2, 3], "name": ["B", "c"]}), table_name="crm.users", join_cols=["id"]
-        ...     )
-        >>> (outcome.rows_updated, outcome.rows_inserted, outcome.rows_unchanged, outcome.files_rewritten)
-        (1, 1, 0, 1)
-        >>> sorted(table.refresh().scan().to_arrow().to_pylist(), key=lambda row: row["id"])
-        [{'id': 1, 'name': 'a'}, {'id': 2, 'name': 'B'}, {'id': 3, 'name': 'c'}]
+        >>> plan = plan_upsert(
+        ...     table.metadata, table.metadata, table.io, pa.table({"id": [2, 3], "name": ["B", "c"]}),
+        ...     table_name="crm.users", join_cols=["id"],
+        ... )
+        >>> (plan.outcome.rows_updated, plan.outcome.rows_inserted, len(plan.removed))
+        (1, 1, 1)
     """
-    metadata = tx.table_metadata
     schema = metadata.schema()
     keys = list(join_cols)
     validate_upsert_input(table_name, schema, data, keys)
-    _check_keys_predate_write(table_name, tx, keys)
+    _check_keys_predate_write(table_name, committed, keys)
     arrow_schema = schema_to_pyarrow(schema, include_field_ids=False)
     if not data.schema.equals(arrow_schema, check_metadata=False):
         data = conform_to_schema(table_name, data, schema)
     if data.num_rows == 0:
-        return UpsertOutcome(0, 0, 0, 0)
+        return UpsertPlan(UpsertOutcome(0, 0, 0, 0))
 
     scope = scope_filter if scope_filter is not None else AlwaysTrue()
     scope_expr = None if isinstance(scope, AlwaysTrue) else _arrow_filter(schema, scope)
@@ -335,7 +350,6 @@ def stage_upsert(
         _check_rows_in_scope(table_name, data, scope_expr, scope)
 
     scan_filter = _and(scope, _key_predicate(data, keys, schema))
-    io = tx._table.io
     plan = _match_files(
         metadata, io, data, keys, scan_filter, scope_expr, compare=when_matched_update_all
     )
@@ -366,8 +380,9 @@ def stage_upsert(
         files_rewritten=len(rewrite),
         files_scanned=plan.files_scanned,
     )
+    result = UpsertPlan(outcome, conflict_filter=scan_filter, read_files=plan.read_files)
     if not outcome.changed:
-        return outcome
+        return result
 
     write_mask = np.zeros(n, dtype=bool)
     if when_matched_update_all:
@@ -375,26 +390,18 @@ def stage_upsert(
     if when_not_matched_insert_all:
         write_mask |= ~matched
     new_rows = data.filter(pa.array(write_mask))
-
-    _stage_overwrite(
-        tx,
-        io,
-        arrow_schema,
-        rewrite,
-        new_rows,
-        scan_filter,
-        snapshot_properties or {},
-    )
-    return outcome
+    result.removed, result.added = _rewrite(metadata, io, arrow_schema, rewrite, new_rows)
+    return result
 
 
-def _check_keys_predate_write(table_name: str, tx: Transaction, keys: Sequence[str]) -> None:
+def _check_keys_predate_write(
+    table_name: str, committed: TableMetadata, keys: Sequence[str]
+) -> None:
     """Refuse join columns that only the schema evolution of this very write adds.
 
     Existing rows would all hold null there, so nothing could match and every input row would
     be inserted next to the row it was meant to replace.
     """
-    committed = tx._table.metadata
     if committed.current_snapshot() is None:
         return
     known = {f.name for f in committed.schema().fields}
@@ -506,6 +513,7 @@ def _match_files(
             table_metadata=metadata, io=io, row_filter=scan_filter, case_sensitive=True
         ).plan_files()
     )
+    plan.read_files = frozenset(task.file.file_path for task in tasks)
     source_keys = _join_keys(data.select(keys)).append_column(
         _SRC, pa.array(np.arange(data.num_rows, dtype=np.int64))
     )
@@ -624,83 +632,37 @@ def _check_target_duplicates(
     )
 
 
-def _stage_overwrite(
-    tx: Transaction,
+def _rewrite(
+    metadata: TableMetadata,
     io: FileIO,
     arrow_schema: pa.Schema,
     rewrite: list[_FileMatch],
     new_rows: pa.Table,
-    conflict_filter: BooleanExpression,
-    snapshot_properties: dict[str, str],
-) -> None:
-    """Stage one snapshot that replaces the rewritten files and adds the changed and new rows."""
-    metadata = tx.table_metadata
-    target_size = _target_file_size(metadata)
-    # PyIceberg's overwrite producer, except that it finds the files to delete without sharing
-    # a manifest evaluator across threads (see ``_snapshot_producers``).
-    with overwrite(tx, snapshot_properties) as producer:
-        # Concurrent commits are validated against the scan filter: files added, deleted or
-        # rewritten under it make the commit fail instead of merging against stale rows.
-        producer._isolation_operation = Operation.OVERWRITE
-        producer.delete_by_predicate(conflict_filter)
-        counter = itertools.count(0)
-        pending: list[pa.Table] = []
-        pending_bytes = 0
-        for match in rewrite:
-            table = match.table
-            if table is None:
-                table = _align(
-                    next(_read_files(metadata, io, metadata.schema(), [match.task]))[1],
-                    arrow_schema,
-                )
-            remove = np.zeros(table.num_rows, dtype=bool)
-            remove[pc.filter(match.target_rows, match.changed).to_numpy(zero_copy_only=False)] = (
-                True
+) -> tuple[list[DataFile], list[DataFile]]:
+    """Write the rewritten files' kept rows and the changed and new rows; return the files
+    removed and the files added."""
+    removed: list[DataFile] = []
+    added: list[DataFile] = []
+    pending: list[pa.Table] = []
+    pending_bytes = 0
+    target_size = target_file_size(metadata.properties)
+    for match in rewrite:
+        table = match.table
+        if table is None:
+            table = _align(
+                next(_read_files(metadata, io, metadata.schema(), [match.task]))[1], arrow_schema
             )
-            kept = table.filter(pa.array(~remove))
-            match.table = None
-            producer.delete_data_file(match.task.file)
-            if kept.num_rows:
-                pending.append(kept)
-                pending_bytes += kept.nbytes
-            if pending_bytes >= target_size:
-                for data_file in _write_data_files(
-                    metadata, io, pa.concat_tables(pending), producer.commit_uuid, counter
-                ):
-                    producer.append_data_file(data_file)
-                pending, pending_bytes = [], 0
-        pending.append(new_rows)
-        for data_file in _write_data_files(
-            metadata, io, pa.concat_tables(pending), producer.commit_uuid, counter
-        ):
-            producer.append_data_file(data_file)
-
-
-def _target_file_size(metadata: TableMetadata) -> int:
-    from pyiceberg.table import TableProperties
-
-    value = metadata.properties.get(TableProperties.WRITE_TARGET_FILE_SIZE_BYTES)
-    return int(value) if value else TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT
-
-
-def _write_data_files(
-    metadata: TableMetadata,
-    io: FileIO,
-    rows: pa.Table,
-    write_uuid: uuid.UUID,
-    counter: itertools.count[int],
-) -> list[DataFile]:
-    """Write rows as Parquet data files, split by the current partition spec and target size.
-
-    The one place that uses PyIceberg's internal writer (pinned to 0.12.x), the same function
-    its own append and overwrite use.
-    """
-    if rows.num_rows == 0:
-        return []
-    from pyiceberg.io.pyarrow import _dataframe_to_data_files
-
-    return list(
-        _dataframe_to_data_files(
-            table_metadata=metadata, df=rows, io=io, write_uuid=write_uuid, counter=counter
-        )
-    )
+        remove = np.zeros(table.num_rows, dtype=bool)
+        remove[pc.filter(match.target_rows, match.changed).to_numpy(zero_copy_only=False)] = True
+        kept = table.filter(pa.array(~remove))
+        match.table = None
+        removed.append(match.task.file)
+        if kept.num_rows:
+            pending.append(kept)
+            pending_bytes += kept.nbytes
+        if pending_bytes >= target_size:
+            added += write_data_files(metadata, io, pa.concat_tables(pending))
+            pending, pending_bytes = [], 0
+    pending.append(new_rows)
+    added += write_data_files(metadata, io, pa.concat_tables(pending))
+    return removed, added

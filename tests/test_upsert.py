@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyiceberg.catalog import Catalog, load_catalog
-from pyiceberg.exceptions import CommitFailedException, ValidationException
+from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import (
     AlwaysTrue,
     And,
@@ -49,10 +49,16 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
+from floe_dagster_iceberg.engine.snapshot import FileChange, produce_snapshot
 from floe_dagster_iceberg.errors import PartitionMismatchError, UpsertKeyError
 from floe_dagster_iceberg.manager import IcebergTableManager
 from floe_dagster_iceberg.models import UpsertScope
-from floe_dagster_iceberg.upsert import UpsertOutcome, stage_upsert, validate_upsert_input
+from floe_dagster_iceberg.upsert import (
+    UpsertOutcome,
+    UpsertPlan,
+    plan_upsert,
+    validate_upsert_input,
+)
 
 PARTS = ("p0", "p1", "p2")
 FAST_RETRIES = {"commit.retry.min-wait-ms": "1", "commit.retry.max-wait-ms": "5"}
@@ -136,6 +142,38 @@ def _name(table: Table) -> str:
     return ".".join(table.name())
 
 
+def _plan(
+    table: Table,
+    rows: list[dict[str, Any]] | pa.Table,
+    join_cols: Sequence[str],
+    scope: BooleanExpression = AlwaysTrue(),
+    **flags: bool,
+) -> UpsertPlan:
+    """Plan an upsert against ``table`` as it is now (its new files are written)."""
+    data = rows if isinstance(rows, pa.Table) else _arrow(table, rows)
+    return plan_upsert(
+        table.metadata,
+        table.metadata,
+        table.io,
+        data,
+        table_name=_name(table),
+        join_cols=join_cols,
+        when_matched_update_all=flags.get("update", True),
+        when_not_matched_insert_all=flags.get("insert", True),
+        scope_filter=scope,
+    )
+
+
+def _commit(table: Table, plan: UpsertPlan) -> None:
+    """Commit a plan as one snapshot on top of ``table``'s snapshot (refused if it moved)."""
+    if not plan.outcome.changed:
+        return
+    operation = Operation.OVERWRITE if plan.removed else Operation.APPEND
+    change = FileChange(operation, plan.added, plan.removed, plan.conflict_filter)
+    produced = produce_snapshot(table.metadata, table.io, change, {})
+    table.catalog.commit_table(table, produced.requirements, produced.updates)
+
+
 def _stage(
     table: Table,
     rows: list[dict[str, Any]] | pa.Table,
@@ -143,20 +181,10 @@ def _stage(
     scope: BooleanExpression = AlwaysTrue(),
     **flags: bool,
 ) -> UpsertOutcome:
-    """Stage an upsert on a fresh transaction of ``table`` and commit it."""
-    data = rows if isinstance(rows, pa.Table) else _arrow(table, rows)
-    with table.transaction() as tx:
-        outcome = stage_upsert(
-            tx,
-            data,
-            table_name=_name(table),
-            join_cols=join_cols,
-            when_matched_update_all=flags.get("update", True),
-            when_not_matched_insert_all=flags.get("insert", True),
-            scope_filter=scope,
-            snapshot_properties={},
-        )
-    return outcome
+    """Plan an upsert on ``table`` and commit it."""
+    plan = _plan(table, rows, join_cols, scope, **flags)
+    _commit(table, plan)
+    return plan.outcome
 
 
 def _file_paths(table: Table) -> set[str]:
@@ -258,7 +286,7 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("via", ["manager", "transaction"])
+@pytest.mark.parametrize("via", ["manager", "plan"])
 @settings(
     max_examples=60,
     deadline=None,
@@ -268,7 +296,7 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
 def test_upsert_equals_reference_merge(
     manager: IcebergTableManager, via: str, scenario: dict[str, Any]
 ) -> None:
-    """Through ``IcebergTableManager.upsert`` and through ``stage_upsert`` on a transaction."""
+    """Through ``IcebergTableManager.upsert`` and through ``plan_upsert`` committed directly."""
     schema = _schema(scenario["composite"])
     spec = _identity_spec(schema) if scenario["partitioned"] else None
     table = _create(manager.catalog, schema, spec, scenario["batches"])
@@ -722,45 +750,40 @@ def test_upsert_with_a_new_column(manager: IcebergTableManager) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _begin(table: Table, rows: list[dict[str, Any]], scope: BooleanExpression = AlwaysTrue()):
-    tx = table.transaction()
-    outcome = stage_upsert(
-        tx,
-        _arrow(table, rows),
-        table_name=_name(table),
-        join_cols=["id"],
-        when_matched_update_all=True,
-        when_not_matched_insert_all=True,
-        scope_filter=scope,
-        snapshot_properties={},
-    )
-    return tx, outcome
+def _begin(
+    table: Table, rows: list[dict[str, Any]], scope: BooleanExpression = AlwaysTrue()
+) -> UpsertPlan:
+    return _plan(table, rows, ["id"], scope)
 
 
 def test_concurrent_insert_of_the_same_key_conflicts(catalog: Catalog) -> None:
     table, _ = _ranged_table(catalog, partitioned=False)
     new = {"id": 5000, "part": "p0", "qty": 1, "label": "ours", "amount": None}
-    tx, _ = _begin(table, [new])
+    plan = _begin(table, [new])
 
     other = catalog.load_table(table.name())
     other.append(_arrow(other, [{**new, "label": "theirs"}]))
 
-    with pytest.raises((ValidationException, CommitFailedException)):
-        tx.commit_transaction()
+    fresh = catalog.load_table(table.name())
+    assert not plan.still_applies(fresh.metadata, fresh.io)
+    with pytest.raises(CommitFailedException):
+        _commit(table, plan)
     labels = [row["label"] for row in _rows(table) if row["id"] == 5000]
     assert labels == ["theirs"]
 
 
 def test_concurrent_delete_of_a_rewritten_file_conflicts(catalog: Catalog) -> None:
     table, _ = _ranged_table(catalog, partitioned=False)
-    tx, outcome = _begin(table, [{"id": 5, "part": "p0", "qty": 77, "label": "l", "amount": None}])
-    assert outcome.files_rewritten == 1
+    plan = _begin(table, [{"id": 5, "part": "p0", "qty": 77, "label": "l", "amount": None}])
+    assert plan.outcome.files_rewritten == 1
 
     other = catalog.load_table(table.name())
     other.delete(EqualTo("id", 5))
 
-    with pytest.raises((ValidationException, CommitFailedException)):
-        tx.commit_transaction()
+    fresh = catalog.load_table(table.name())
+    assert not plan.still_applies(fresh.metadata, fresh.io)
+    with pytest.raises(CommitFailedException):
+        _commit(table, plan)
     rows = _rows(table)
     assert [row for row in rows if row["id"] == 5] == []  # not resurrected
     assert len(rows) == 599
@@ -770,17 +793,19 @@ def test_concurrent_delete_of_a_rewritten_file_conflicts(catalog: Catalog) -> No
 def test_concurrent_append_of_other_keys_does_not_conflict(
     catalog: Catalog, their_partition: str
 ) -> None:
-    """Another partition, or the same partition with keys outside ours: PyIceberg's own retry
-    re-validates against the scan filter and commits."""
+    """Another partition, or the same partition with keys outside ours: the plan still applies,
+    so a retry commits the files already written against the fresh table."""
     table, existing = _ranged_table(catalog, partitioned=True)
     data = [{"id": 300, "part": "p0", "qty": 9, "label": "l", "amount": None}]
-    tx, _ = _begin(table, data, scope=EqualTo("part", "p0"))
+    plan = _begin(table, data, scope=EqualTo("part", "p0"))
 
     other = catalog.load_table(table.name())
     elsewhere = {"id": 7000, "part": their_partition, "qty": 1, "label": None, "amount": None}
     other.append(_arrow(other, [elsewhere]))
 
-    tx.commit_transaction()
+    fresh = catalog.load_table(table.name())
+    assert plan.still_applies(fresh.metadata, fresh.io)
+    _commit(fresh, plan)
     expected, _ = reference_merge([*existing, elsewhere], data, ["id"])
     assert _rows(table) == expected
 

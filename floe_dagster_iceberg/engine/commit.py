@@ -1,0 +1,219 @@
+"""The pieces of one write's commit: data written once, metadata planned per attempt.
+
+* :class:`WrittenFiles` keeps the data files a write produced, so a retried attempt re-plans
+  metadata only; the files are deleted when the write fails for good (unless an attempt's
+  outcome stayed unknown, when they may be referenced).
+* :class:`MetadataChanges` stages schema, spec and property changes on a transaction only when
+  there are any (a transaction copies the whole table metadata on every access).
+* :class:`PendingCommit` is one request to the catalog: updates, requirements, and the
+  manifests written for it, deleted when the request is refused.
+* :class:`RetrySchedule` is the one retry policy: the table's ``commit.retry.*`` properties,
+  overridden by the caller's :class:`~floe_dagster_iceberg.models.RetryPolicy`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyiceberg.expressions import BooleanExpression
+from pyiceberg.io import FileIO
+from pyiceberg.manifest import DataFile
+from pyiceberg.table import Table, Transaction
+from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.table.update import (
+    AssertCreate,
+    AssertTableUUID,
+    TableRequirement,
+    TableUpdate,
+)
+
+from floe_dagster_iceberg.engine._pyiceberg import staged_changes, transaction_table
+from floe_dagster_iceberg.engine.snapshot import ProducedSnapshot
+
+log = logging.getLogger("floe_dagster_iceberg")
+
+
+def delete_quietly(io: FileIO, paths: Iterable[str]) -> None:
+    """Delete files nothing references; what cannot be deleted is left to orphan removal."""
+    for path in paths:
+        try:
+            io.delete(path)
+        except Exception:
+            log.warning("Could not delete uncommitted file %s", path, exc_info=True)
+
+
+@dataclass
+class PendingCommit:
+    """One commit request and the metadata files written for it."""
+
+    table: Table
+    updates: tuple[TableUpdate, ...]
+    requirements: tuple[TableRequirement, ...]
+    metadata_files: list[str] = field(default_factory=list)
+
+    def discard(self) -> None:
+        """The request was refused: its manifests and manifest list are nobody's."""
+        delete_quietly(self.table.io, self.metadata_files)
+        self.metadata_files = []
+
+
+class MetadataChanges:
+    """Schema, spec and property changes of one attempt, on a transaction opened on demand."""
+
+    def __init__(self, table: Table, create: Transaction | None = None) -> None:
+        self.table = transaction_table(create) if create is not None else table
+        self.creating = create is not None
+        self._transaction = create
+
+    @property
+    def transaction(self) -> Transaction:
+        if self._transaction is None:
+            self._transaction = self.table.transaction()
+        return self._transaction
+
+    @property
+    def changed(self) -> bool:
+        """Whether anything is staged (a table creation counts)."""
+        return self.creating or (
+            self._transaction is not None and bool(staged_changes(self._transaction)[0])
+        )
+
+    @property
+    def metadata(self) -> TableMetadata:
+        """The table metadata with the staged changes applied."""
+        if not self.changed:
+            return self.table.metadata
+        return self.transaction.table_metadata
+
+    def with_snapshot(self, produced: ProducedSnapshot) -> PendingCommit:
+        """The request committing the staged changes and ``produced`` together."""
+        pending = self.without_snapshot()
+        pending.updates = (*pending.updates, *produced.updates)
+        if not self.creating:
+            pending.requirements = (*pending.requirements, *produced.requirements)
+        pending.metadata_files = list(produced.written)
+        return pending
+
+    def without_snapshot(self) -> PendingCommit:
+        """The request committing only the staged changes."""
+        updates, requirements = (
+            staged_changes(self._transaction) if self._transaction is not None else ((), ())
+        )
+        if self.creating:
+            requirements = (AssertCreate(),)
+        else:
+            requirements = (
+                *requirements,
+                AssertTableUUID(uuid=self.table.metadata.table_uuid),
+            )
+        return PendingCommit(self.table, tuple(updates), tuple(requirements))
+
+
+def layout_of(metadata: TableMetadata) -> tuple[Any, ...]:
+    """What data files depend on: the schema's fields (ids, names, types) and the spec."""
+    spec = metadata.spec()
+    return (metadata.schema().as_struct(), spec.spec_id, tuple(spec.fields), metadata.location)
+
+
+class WrittenFiles:
+    """The data files of one write: produced once, reused by every attempt whose table layout
+    is the same, deleted when the write fails for good."""
+
+    def __init__(self) -> None:
+        self.io: FileIO | None = None
+        self._by_key: dict[tuple[Any, ...], list[DataFile]] = {}
+        self._paths: list[str] = []
+        self._unknown = False
+        self._landed = False
+        self.upsert: Any = None
+
+    def once(
+        self, metadata: TableMetadata, write: Callable[[], list[DataFile]], key: Any = None
+    ) -> list[DataFile]:
+        """The files ``write`` produced for this layout (and ``key``), written on first use."""
+        full_key = (key, layout_of(metadata))
+        if full_key not in self._by_key:
+            files = write()
+            self._by_key[full_key] = files
+            self._paths.extend(f.file_path for f in files)
+        return self._by_key[full_key]
+
+    def track(self, files: Iterable[DataFile]) -> None:
+        """Files written for this write elsewhere (e.g. by an upsert plan)."""
+        self._paths.extend(f.file_path for f in files)
+
+    def forget(self, files: Iterable[DataFile]) -> None:
+        """Files of a stale plan that no attempt committed: delete them now."""
+        stale = {f.file_path for f in files}
+        if self._unknown or self.io is None:
+            return
+        delete_quietly(self.io, stale)
+        self._paths = [p for p in self._paths if p not in stale]
+
+    def outcome_unknown(self) -> None:
+        self._unknown = True
+
+    def landed(self) -> None:
+        self._landed = True
+
+    def discard(self) -> None:
+        """The write failed: delete its data files, unless a commit may reference them."""
+        if self._landed or self._unknown or self.io is None:
+            return
+        delete_quietly(self.io, self._paths)
+        self._paths = []
+
+
+@dataclass(frozen=True)
+class RetrySchedule:
+    """Resolved retry limits of one write."""
+
+    max_attempts: int
+    initial_backoff_seconds: float
+    max_backoff_seconds: float
+    total_timeout_seconds: float
+
+    def backoff_seconds(self, attempt: int) -> float:
+        """Jittered exponential backoff: between half and all of the attempt's ceiling."""
+        ceiling = min(
+            self.max_backoff_seconds, self.initial_backoff_seconds * 2 ** (attempt - 1)
+        )
+        return random.uniform(ceiling / 2, ceiling)
+
+
+def scope_is_unchanged(
+    before: frozenset[str], metadata: TableMetadata, io: FileIO, scope: BooleanExpression
+) -> bool:
+    """Whether the live data files under ``scope`` are still exactly ``before``."""
+    from floe_dagster_iceberg.engine.slice_files import live_paths
+
+    return live_paths(metadata, io, scope) == before
+
+
+DEFAULT_MAX_ATTEMPTS = 8
+DEFAULT_INITIAL_BACKOFF_SECONDS = 0.05
+DEFAULT_MAX_BACKOFF_SECONDS = 5.0
+DEFAULT_TOTAL_TIMEOUT_SECONDS = 600.0
+
+
+def resolve_retry(policy: Any, properties: dict[str, str]) -> RetrySchedule:
+    """``policy``'s fields, else the table's ``commit.retry.*`` properties, else floe's defaults."""
+    from floe_dagster_iceberg.engine import properties as props
+
+    def table_ms(key: str, default_seconds: float) -> float:
+        return props.int_property(properties, key, round(default_seconds * 1000)) / 1000
+
+    retries = props.int_property(properties, props.COMMIT_NUM_RETRIES, DEFAULT_MAX_ATTEMPTS - 1)
+    return RetrySchedule(
+        max_attempts=policy.max_attempts or max(1, retries + 1),
+        initial_backoff_seconds=policy.initial_backoff_seconds
+        or max(0.001, table_ms(props.COMMIT_MIN_RETRY_WAIT_MS, DEFAULT_INITIAL_BACKOFF_SECONDS)),
+        max_backoff_seconds=policy.max_backoff_seconds
+        or max(0.001, table_ms(props.COMMIT_MAX_RETRY_WAIT_MS, DEFAULT_MAX_BACKOFF_SECONDS)),
+        total_timeout_seconds=policy.total_timeout_seconds
+        or max(0.001, table_ms(props.COMMIT_TOTAL_RETRY_TIME_MS, DEFAULT_TOTAL_TIMEOUT_SECONDS)),
+    )
