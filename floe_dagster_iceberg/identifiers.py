@@ -1,4 +1,5 @@
-"""Validation of namespace and table names, so no name can escape the warehouse directory."""
+"""Validation of namespace and table names, so no name can escape the warehouse directory or
+exceed what a file system allows for a directory name."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from floe_dagster_iceberg.errors import InvalidIdentifierError
 
 __all__ = [
     "DEFAULT_NAMESPACE",
+    "MAX_NAME_BYTES",
     "asset_table_identifier",
     "table_identifier",
     "validate_identifier_part",
@@ -15,9 +17,19 @@ __all__ = [
 
 _FORBIDDEN_CHARACTERS = frozenset("/\\")
 
+MAX_NAME_BYTES = 240
+"""Longest namespace (all levels with their dots) or table name, in bytes of UTF-8.
+
+Each becomes one directory name in the warehouse, which file systems limit to 255 bytes, and
+catalogs may add a suffix (``.db``); SQL catalogs store each in a 255-character column.
+"""
+
 
 def validate_identifier_part(part: str, *, what: str = "name") -> str:
     """Return ``part`` unchanged if it is a safe namespace or table name, else raise.
+
+    Refused: empty names, ``..``, path separators, control characters and names longer than
+    :data:`MAX_NAME_BYTES` bytes in UTF-8.
 
     Example:
         >>> validate_identifier_part("orders")
@@ -38,6 +50,14 @@ def validate_identifier_part(part: str, *, what: str = "name") -> str:
     if controls:
         raise InvalidIdentifierError(
             f"The {what} {part!r} contains control characters {controls}; remove them."
+        )
+    size = len(part.encode("utf-8"))
+    if size > MAX_NAME_BYTES:
+        raise InvalidIdentifierError(
+            f"The {what} {part!r} is {size} bytes long in UTF-8; the limit is {MAX_NAME_BYTES} "
+            "bytes, because it becomes a directory name in the warehouse (255 bytes at most on "
+            "common file systems). Give a shorter name: for an asset, the table name is the last "
+            "part of its asset key and the namespace its key prefix or 'namespace' metadata."
         )
     return part
 

@@ -28,6 +28,7 @@ from floe_dagster_iceberg import (
     UpsertKeyError,
     create_iceberg_resources,
 )
+from floe_dagster_iceberg.identifiers import MAX_NAME_BYTES
 from floe_dagster_iceberg.manager import IcebergTableManager
 from floe_dagster_iceberg.models import PartitionField, WriteConfig
 
@@ -288,6 +289,53 @@ def test_unsafe_namespace_and_table_names_are_refused(
         assert _step_error(result).cls_name == "InvalidIdentifierError"
     assert set(warehouse_files(warehouse)) == before
     assert manager.catalog.list_namespaces() == namespaces
+
+
+def test_names_over_the_length_limit_are_refused_before_anything_is_created(
+    manager, namespace, sqlite_catalog_properties, warehouse_files
+):
+    """Names longer than MAX_NAME_BYTES (UTF-8) fail with the name and the limit, not OSError."""
+    warehouse = sqlite_catalog_properties["warehouse"]
+    before = set(warehouse_files(warehouse))
+    namespaces = manager.catalog.list_namespaces()
+    long_name = "t" * 300
+    wide_name = "é" * 121  # 121 characters, 242 bytes
+    for identifier, name in (
+        ((namespace, long_name), long_name),
+        ((long_name, "events"), long_name),
+        ((f"{namespace}.{long_name}", "events"), long_name),
+        ((namespace, wide_name), wide_name),
+    ):
+        with pytest.raises(InvalidIdentifierError) as raised:
+            manager.write(identifier, _rows("a", range(2)))
+        message = str(raised.value)
+        assert name in message
+        assert f"limit is {MAX_NAME_BYTES} bytes" in message
+        assert "shorter name" in message
+    with pytest.raises(InvalidIdentifierError):
+        manager.scan((namespace, long_name))
+
+    @dg.asset(name=long_name, io_manager_key="iceberg")
+    def long_asset() -> pa.Table:
+        return _rows("a", range(2))
+
+    result = dg.materialize(
+        [long_asset],
+        resources=_resources(sqlite_catalog_properties, namespace),
+        raise_on_error=False,
+    )
+    assert not result.success
+    error = _step_error(result)
+    assert error.cls_name == "InvalidIdentifierError"
+    assert long_name in error.message
+    assert "asset key" in error.message
+    assert set(warehouse_files(warehouse)) == before
+    assert manager.catalog.list_namespaces() == namespaces
+
+    # At the limit, names work.
+    longest = "t" * MAX_NAME_BYTES
+    manager.write((namespace, longest), _rows("a", range(2)))
+    assert manager.scan((namespace, longest)).num_rows == 2
 
 
 # ---------------------------------------------------------------------- partition keys
