@@ -211,16 +211,16 @@ def test_commit_retries_are_child_spans(
         _assert_db_span(span, "commit", "sales", "orders")
         assert span.attributes["iceberg.commit.attempt"] == attempt
     assert first.status.status_code is StatusCode.ERROR
-    assert first.attributes["error.type"] == "ValidationException"
+    assert first.attributes["error.type"] == "CommitFailedException"
     assert [e.name for e in first.events] == ["exception"]
-    assert first.events[0].attributes["exception.type"].endswith("ValidationException")
+    assert first.events[0].attributes["exception.type"].endswith("CommitFailedException")
     assert second.status.status_code is StatusCode.UNSET
     assert second.attributes["iceberg.snapshot_id"] == result.snapshot_id
 
     messages = [r.getMessage() for r in caplog.records if r.name == "floe_dagster_iceberg"]
     retry = [m for m in messages if m.startswith("iceberg.commit_retry ")]
     assert len(retry) == 1
-    assert "table=sales.orders attempt=1/8 error=ValidationException backoff_ms=" in retry[0]
+    assert "table=sales.orders attempt=1/8 error=CommitFailedException backoff_ms=" in retry[0]
     commit = [m for m in messages if m.startswith("iceberg.commit ")]
     assert len(commit) == 2, "the racing writer's append, then the retried overwrite"
     assert commit[1:] == [
@@ -248,7 +248,7 @@ def test_exhausted_retries_mark_the_operation_failed(
     assert event.attributes["exception.type"].endswith("CommitConflictError")
     (attempt,) = _children(spans, write)
     assert attempt.status.status_code is StatusCode.ERROR
-    assert attempt.attributes["error.type"] == "ValidationException"
+    assert attempt.attributes["error.type"] == "CommitFailedException"
 
 
 def test_non_retryable_error_fails_the_span_once(
