@@ -44,6 +44,7 @@ from floe_dagster_iceberg.engine.commit import (
     PendingCommit,
     RetrySchedule,
     resolve_retry,
+    send,
 )
 from floe_dagster_iceberg.engine.commit import (
     WrittenFiles as _WrittenFiles,
@@ -59,7 +60,6 @@ from floe_dagster_iceberg.errors import (
     PartitionMismatchError,
     TableNotFoundError,
     connection_error,
-    may_have_reached_server,
 )
 from floe_dagster_iceberg.identifiers import table_identifier
 from floe_dagster_iceberg.models import (
@@ -364,7 +364,10 @@ class IcebergTableManager:
         stream = _ReplayGuard(data, name)
 
         def stage(
-            table: Table, changes: _MetadataChanges, properties: dict[str, str], files: _WrittenFiles
+            table: Table,
+            changes: _MetadataChanges,
+            properties: dict[str, str],
+            files: _WrittenFiles,
         ) -> _Staged:
             return self._stage_write(name, table, changes, stream, config, properties, files)
 
@@ -635,7 +638,7 @@ class IcebergTableManager:
                                 return _skipped(name, staged, attempt)
                             staged.commit = changes.without_snapshot()
                         pending = staged.commit
-                        committed = self._send(pending)
+                        committed = send(self.catalog, pending)
                         files.landed()
                         result = _result(name, committed, write_id, attempt, staged, created)
                         self._log_commit(result, retry.max_attempts)
@@ -685,28 +688,6 @@ class IcebergTableManager:
         except BaseException:
             files.discard()
             raise
-
-    def _send(self, pending: PendingCommit) -> Table:
-        """One commit request; a request that may have been processed becomes 'state unknown'."""
-        try:
-            response = self.catalog.commit_table(
-                pending.table, pending.requirements, pending.updates
-            )
-        except CommitStateUnknownException:
-            raise
-        except Exception as error:
-            if may_have_reached_server(error):
-                # The request may have been processed: check, never blindly redo.
-                raise CommitStateUnknownException(str(error)) from error
-            pending.discard()
-            raise
-        return Table(
-            identifier=pending.table.name(),
-            metadata=response.metadata,
-            metadata_location=response.metadata_location,
-            io=pending.table.io,
-            catalog=self.catalog,
-        )
 
     def _resolve_unknown(
         self, identifier: tuple[str, str], name: str, write_id: str

@@ -288,9 +288,10 @@ def test_write_landing_during_compaction_is_never_lost(
     assert result.committed
     assert result.conflicts == 1
     assert result.commit_attempts == 2
-    # Re-planned against the fresh table: the new file was compacted with the others.
-    assert result.files_rewritten == 13
-    assert len(_data_files(table)) == 2
+    # Committed again on the fresh table with the files already written: the new file is
+    # kept as it is (the next compaction takes it), and no row is lost.
+    assert result.files_rewritten == 12
+    assert len(_data_files(table)) == result.files_added + 1
     assert _all_rows(table).equals(expected)
     dispose_catalog(other_writer)
     dispose_catalog(catalog)
@@ -324,7 +325,7 @@ def test_files_removed_by_a_concurrent_overwrite_and_expiry_make_compaction_repl
     dispose_catalog(catalog)
 
 
-def test_partition_under_constant_writes_is_skipped_and_reported(
+def test_partition_rewritten_during_compaction_is_replanned(
     sqlite_catalog_properties, namespace, monkeypatch
 ):
     catalog = load_test_catalog(sqlite_catalog_properties)
@@ -334,20 +335,26 @@ def test_partition_under_constant_writes_is_skipped_and_reported(
     next_id = iter(range(5000, 6000, 10))
 
     def busy_partition(tbl, rows):
-        if "eu" in rows["region"].to_pylist():  # a writer appends to eu on every attempt
-            other_writer.load_table(tbl.name()).append(_rows(next(next_id), 1, "eu"))
+        if "eu" in rows["region"].to_pylist():
+            # A writer rewrites eu (its rows plus one new) on every attempt: the files being
+            # compacted are replaced each time.
+            other = other_writer.load_table(tbl.name())
+            eu = EqualTo("region", "eu")
+            kept = other.scan(row_filter=eu).to_arrow()
+            new = _rows(next(next_id), 1, "eu").cast(kept.schema)
+            other.overwrite(pa.concat_tables([kept, new]), overwrite_filter=eu)
         return real_write(tbl, rows)
 
     monkeypatch.setattr(maintenance, "_write_data_files", busy_partition)
     result = _manager(catalog).compact(table.name(), target_file_size_bytes=10**7)
 
     table = catalog.load_table(table.name())
+    # The first attempt's eu files were replaced meanwhile: eu is re-planned (now one file,
+    # nothing to compact) and us is compacted.
     assert [p.partition for p in result.partitions] == ["region=us"]
-    assert [s.partition for s in result.skipped] == ["region=eu"]
-    assert "concurrent writes" in result.skipped[0].reason
-    assert result.conflicts == 2
+    assert result.conflicts == 1
     eu_rows = table.scan(row_filter=EqualTo("region", "eu")).to_arrow()
-    assert eu_rows.num_rows == 6 * 3 + 2  # both concurrent appends kept
+    assert eu_rows.num_rows == 6 * 3 + 1  # the concurrent rewrite is kept
     # Nothing written by the failed attempts is left behind.
     orphans = maintenance.remove_orphan_files(
         _manager(catalog), table, older_than=dt.timedelta(0), dry_run=True

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import CommitStateUnknownException
 from pyiceberg.expressions import BooleanExpression
 from pyiceberg.io import FileIO
 from pyiceberg.manifest import DataFile
@@ -33,6 +35,7 @@ from pyiceberg.table.update import (
 
 from floe_dagster_iceberg.engine._pyiceberg import staged_changes, transaction_table
 from floe_dagster_iceberg.engine.snapshot import ProducedSnapshot
+from floe_dagster_iceberg.errors import may_have_reached_server
 
 log = logging.getLogger("floe_dagster_iceberg")
 
@@ -59,6 +62,27 @@ class PendingCommit:
         """The request was refused: its manifests and manifest list are nobody's."""
         delete_quietly(self.table.io, self.metadata_files)
         self.metadata_files = []
+
+
+def send(catalog: Catalog, pending: PendingCommit) -> Table:
+    """One commit request; the committed table, or ``CommitStateUnknownException`` when the
+    request may have been processed (never redo it blindly: look for its write id)."""
+    try:
+        response = catalog.commit_table(pending.table, pending.requirements, pending.updates)
+    except CommitStateUnknownException:
+        raise
+    except Exception as error:
+        if may_have_reached_server(error):
+            raise CommitStateUnknownException(str(error)) from error
+        pending.discard()
+        raise
+    return Table(
+        identifier=pending.table.name(),
+        metadata=response.metadata,
+        metadata_location=response.metadata_location,
+        io=pending.table.io,
+        catalog=catalog,
+    )
 
 
 class MetadataChanges:
@@ -179,9 +203,7 @@ class RetrySchedule:
 
     def backoff_seconds(self, attempt: int) -> float:
         """Jittered exponential backoff: between half and all of the attempt's ceiling."""
-        ceiling = min(
-            self.max_backoff_seconds, self.initial_backoff_seconds * 2 ** (attempt - 1)
-        )
+        ceiling = min(self.max_backoff_seconds, self.initial_backoff_seconds * 2 ** (attempt - 1))
         return random.uniform(ceiling / 2, ceiling)
 
 

@@ -21,7 +21,6 @@ from pyiceberg.io.pyarrow import (
     compute_statistics_plan,
     data_file_statistics_from_parquet_metadata,
     parquet_path_to_id_mapping,
-    schema_to_pyarrow,
 )
 from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
 from pyiceberg.partitioning import PartitionFieldValue, PartitionKey, PartitionSpec
@@ -29,11 +28,13 @@ from pyiceberg.schema import Schema
 from pyiceberg.table.locations import load_location_provider
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.typedef import Record
+from pyiceberg.types import IcebergType, ListType, MapType, NestedField, StructType
 
 from floe_dagster_iceberg.engine import properties as props
 from floe_dagster_iceberg.engine._pyiceberg import parquet_writer_options
 
 _ROW = "__floe_row"
+_FIELD_ID = b"PARQUET:field_id"
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,7 @@ def write_data_files(
         return []
     schema = metadata.schema()
     spec = metadata.spec()
-    file_schema = schema_to_pyarrow(schema, include_field_ids=True)
-    rows = _with_field_ids(rows, file_schema)
+    rows = _with_field_ids(rows, schema)
     chunks = [
         _Chunk(partition, piece)
         for partition, part_rows in _split_by_partition(rows, schema, spec)
@@ -71,11 +71,45 @@ def write_data_files(
         return list(pool.map(writer.write, range(len(chunks)), chunks))
 
 
-def _with_field_ids(rows: pa.Table, file_schema: pa.Schema) -> pa.Table:
-    """The rows under the Iceberg schema's Arrow form, field ids included (a lossless cast)."""
-    if rows.schema.equals(file_schema, check_metadata=True):
-        return rows
-    return rows.select(file_schema.names).cast(file_schema)
+def _with_field_ids(rows: pa.Table, schema: Schema) -> pa.Table:
+    """The rows with each field (nested ones too) tagged with its Iceberg field id.
+
+    Types are kept as they are (no cast): the rows are already conformed to the schema.
+    """
+    fields = [_field_with_id(rows.schema.field(f.name), f) for f in schema.fields]
+    return pa.Table.from_arrays(
+        [rows.column(f.name) for f in schema.fields], schema=pa.schema(fields)
+    )
+
+
+def _field_with_id(arrow_field: pa.Field, iceberg_field: NestedField) -> pa.Field:
+    return pa.field(
+        arrow_field.name,
+        _type_with_ids(arrow_field.type, iceberg_field.field_type),
+        nullable=arrow_field.nullable,
+        metadata={_FIELD_ID: str(iceberg_field.field_id)},
+    )
+
+
+def _type_with_ids(arrow_type: pa.DataType, iceberg_type: IcebergType) -> pa.DataType:
+    if isinstance(iceberg_type, StructType) and pa.types.is_struct(arrow_type):
+        members = {
+            arrow_type.field(i).name: arrow_type.field(i) for i in range(arrow_type.num_fields)
+        }
+        return pa.struct(
+            [_field_with_id(members[f.name], f) for f in iceberg_type.fields if f.name in members]
+        )
+    if isinstance(iceberg_type, ListType) and (
+        pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type)
+    ):
+        element = _field_with_id(arrow_type.value_field, iceberg_type.element_field)
+        return pa.large_list(element) if pa.types.is_large_list(arrow_type) else pa.list_(element)
+    if isinstance(iceberg_type, MapType) and pa.types.is_map(arrow_type):
+        return pa.map_(
+            _field_with_id(arrow_type.key_field, iceberg_type.key_field),
+            _field_with_id(arrow_type.item_field, iceberg_type.value_field),
+        )
+    return arrow_type
 
 
 def _split_by_partition(
@@ -130,9 +164,7 @@ def _cut(rows: pa.Table, target_bytes: int) -> list[pa.Table]:
         return []
     per_row = max(1, rows.nbytes // rows.num_rows)
     rows_per_file = max(1, target_bytes // per_row)
-    return [
-        rows.slice(start, rows_per_file) for start in range(0, rows.num_rows, rows_per_file)
-    ]
+    return [rows.slice(start, rows_per_file) for start in range(0, rows.num_rows, rows_per_file)]
 
 
 class _ParquetWriter:
@@ -184,13 +216,12 @@ class _ParquetWriter:
         return data_file
 
 
-
 def write_batches(
     metadata: TableMetadata, io: FileIO, batches: pa.RecordBatchReader
 ) -> list[DataFile]:
     """Stream record batches of an unpartitioned table into files cut at the target size."""
     target = props.target_file_size(metadata.properties)
-    file_schema = schema_to_pyarrow(metadata.schema(), include_field_ids=True)
+    schema = metadata.schema()
     writer = _ParquetWriter(metadata, io, uuid.uuid4())
     files: list[DataFile] = []
     pending: list[pa.RecordBatch] = []
@@ -201,10 +232,10 @@ def write_batches(
         pending.append(batch)
         pending_bytes += batch.nbytes
         if pending_bytes >= target:
-            rows = _with_field_ids(pa.Table.from_batches(pending), file_schema)
+            rows = _with_field_ids(pa.Table.from_batches(pending), schema)
             files.append(writer.write(len(files), _Chunk(None, rows)))
             pending, pending_bytes = [], 0
     if pending:
-        rows = _with_field_ids(pa.Table.from_batches(pending), file_schema)
+        rows = _with_field_ids(pa.Table.from_batches(pending), schema)
         files.append(writer.write(len(files), _Chunk(None, rows)))
     return files

@@ -30,7 +30,9 @@ class SliceFiles:
     partial: list[FileScanTask] = field(default_factory=list)
 
 
-def files_in_slice(metadata: TableMetadata, io: FileIO, row_filter: BooleanExpression) -> SliceFiles:
+def files_in_slice(
+    metadata: TableMetadata, io: FileIO, row_filter: BooleanExpression
+) -> SliceFiles:
     """Plan the files of ``metadata``'s current snapshot that hold rows of ``row_filter``.
 
     Example:
@@ -62,7 +64,10 @@ def files_in_slice(metadata: TableMetadata, io: FileIO, row_filter: BooleanExpre
 
 
 def rows_outside(
-    metadata: TableMetadata, io: FileIO, tasks: Sequence[FileScanTask], row_filter: BooleanExpression
+    metadata: TableMetadata,
+    io: FileIO,
+    tasks: Sequence[FileScanTask],
+    row_filter: BooleanExpression,
 ) -> list[tuple[DataFile, pa.Table | None]]:
     """For each partly covered file, its rows outside the slice, or ``None`` when it holds no
     row of the slice at all (then it is left as it is)."""

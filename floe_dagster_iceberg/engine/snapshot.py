@@ -212,7 +212,11 @@ class _Producer:
         carried = []
         found: set[str] = set()
         for manifest in self.parent.manifests(self.io):
-            if may_hold is None or manifest.content != ManifestContent.DATA or not may_hold(manifest):
+            if (
+                may_hold is None
+                or manifest.content != ManifestContent.DATA
+                or not may_hold(manifest)
+            ):
                 carried.append(manifest)
                 continue
             entries = manifest.fetch_manifest_entry(self.io, discard_deleted=True)
@@ -261,7 +265,9 @@ class _Producer:
         packer: ListPacker[ManifestFile] = ListPacker(target, lookback=1, largest_bin_first=False)
         for spec_id, group in by_spec.items():
             for manifest_bin in packer.pack_end(group, lambda m: m.manifest_length):
-                if len(manifest_bin) == 1 or (first in manifest_bin and len(manifest_bin) < min_count):
+                if len(manifest_bin) == 1 or (
+                    first in manifest_bin and len(manifest_bin) < min_count
+                ):
                     merged.extend(manifest_bin)
                 else:
                     merged.append(self._merged(spec_id, manifest_bin))
@@ -298,7 +304,9 @@ class _Producer:
         for data_file in change.removed:
             collector.remove_file(data_file, partition_spec=specs[data_file.spec_id], schema=schema)
         # PyIceberg totals only append/overwrite/delete; a replace totals like an overwrite.
-        counted_as = Operation.OVERWRITE if change.operation == Operation.REPLACE else change.operation
+        counted_as = (
+            Operation.OVERWRITE if change.operation == Operation.REPLACE else change.operation
+        )
         summary = update_snapshot_summaries(
             Summary(operation=counted_as, **collector.build(), **properties),
             previous_summary=self.parent.summary if self.parent else None,
@@ -306,7 +314,9 @@ class _Producer:
         return Summary(change.operation, **summary.additional_properties)
 
 
-def _manifest_filter(metadata: TableMetadata, scope: BooleanExpression) -> Callable[[ManifestFile], bool]:
+def _manifest_filter(
+    metadata: TableMetadata, scope: BooleanExpression
+) -> Callable[[ManifestFile], bool]:
     """Whether a manifest's partition summaries allow rows of ``scope``, one evaluator per spec."""
     schema = metadata.schema()
     specs = metadata.specs()
