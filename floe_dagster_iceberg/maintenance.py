@@ -60,11 +60,14 @@ from pyiceberg.table import Table
 from pyiceberg.table.refs import SnapshotRefType
 from pyiceberg.table.snapshots import Operation, Snapshot, Summary, ancestors_of
 from pyiceberg.table.sorting import NullOrder, SortDirection
+from pyiceberg.table.update import AssertTableUUID
 from pyiceberg.table.update.snapshot import _SnapshotProducer
 from pyiceberg.transforms import IdentityTransform
 from pyiceberg.typedef import EMPTY_DICT, Record
 
-from floe_dagster_iceberg._snapshot_producers import OverwriteFiles
+from floe_dagster_iceberg.engine.commit import PendingCommit, resolve_retry, send
+from floe_dagster_iceberg.engine.data_files import write_data_files
+from floe_dagster_iceberg.engine.snapshot import FileChange, FilesGoneError, produce_snapshot
 from floe_dagster_iceberg.errors import CommitConflictError, InvalidInputError
 
 if TYPE_CHECKING:
@@ -470,10 +473,9 @@ def _reload(manager: IcebergTableManager, table: Table) -> Table:
     return manager.catalog.load_table(table.name())
 
 
-def _policy(manager: IcebergTableManager) -> tuple[int, float, float]:
-    retry = getattr(manager, "retry", None)
-    if retry is None:
-        return 8, 0.05, 5.0
+def _policy(manager: IcebergTableManager, table: Table) -> tuple[int, float, float]:
+    """Attempts and backoff for a maintenance commit: the manager's policy, else the table's."""
+    retry = resolve_retry(manager.retry, table.metadata.properties)
     return retry.max_attempts, retry.initial_backoff_seconds, retry.max_backoff_seconds
 
 
@@ -526,47 +528,6 @@ class _PartitionConflict(ValidationException):
     def __init__(self, message: str, partitions: set[tuple[int, Record]]) -> None:
         super().__init__(message)
         self.partitions = partitions
-
-
-class _ReplaceDataFiles(OverwriteFiles):
-    """A ``replace`` snapshot: removes the given data files and adds their rewritten copies.
-
-    Conflict validation is scoped to the partitions being rewritten: any data file added to,
-    or removed from, one of them since the compaction started fails the commit, whatever the
-    isolation level, so a row written meanwhile is never lost and never shadowed.
-    """
-
-    def _summary(self, snapshot_properties: dict[str, str] = EMPTY_DICT) -> Summary:
-        summary = super()._summary(snapshot_properties)
-        return Summary(Operation.REPLACE, **summary.additional_properties)
-
-    def _validate_concurrency(self) -> None:
-        from pyiceberg.table.update.validate import (
-            _added_data_files,
-            _deleted_data_files,
-            _validate_no_new_deletes_for_data_files,
-        )
-
-        window = self._commit_window
-        if window is None or window.is_empty() or window.head is None:
-            return
-        table = self._transaction._table
-        partition_set: dict[int, set[Record]] = defaultdict(set)
-        for data_file in self._deleted_data_files:
-            partition_set[data_file.spec_id].add(data_file.partition)
-        conflicts: set[tuple[int, Record]] = set()
-        for entry in _added_data_files(table, window.head, None, partition_set, window.base):
-            conflicts.add((entry.data_file.spec_id, entry.data_file.partition))
-        for entry in _deleted_data_files(table, window.head, None, partition_set, window.base):
-            if entry.data_file in self._deleted_data_files:
-                conflicts.add((entry.data_file.spec_id, entry.data_file.partition))
-        if conflicts:
-            raise _PartitionConflict(
-                f"{len(conflicts)} partition(s) being compacted changed concurrently", conflicts
-            )
-        _validate_no_new_deletes_for_data_files(
-            table, window.head, None, self._deleted_data_files, window.base
-        )
 
 
 @dataclass
@@ -677,21 +638,10 @@ def _sort_rows(table: Table, rows: pa.Table) -> pa.Table:
 
 
 def _write_data_files(table: Table, rows: pa.Table) -> list[DataFile]:
-    """Write ``rows`` as data files of ``table`` (one file per partition), not yet committed.
-
-    PyIceberg 0.12 has no public API to write files without committing them; its internal
-    ``_dataframe_to_data_files`` (the same code ``append`` uses) is called here, in this one
-    place, which the ``pyiceberg>=0.12,<0.13`` pin keeps stable.
-    """
-    from pyiceberg.io.pyarrow import _dataframe_to_data_files
-
+    """Write ``rows`` as data files of ``table`` (one file per partition), not yet committed."""
     properties = {**table.metadata.properties, TARGET_FILE_SIZE_PROPERTY: str(2**62)}
     metadata = table.metadata.model_copy(update={"properties": properties})
-    return list(
-        _dataframe_to_data_files(
-            table_metadata=metadata, df=rows, io=table.io, write_uuid=uuid.uuid4()
-        )
-    )
+    return write_data_files(metadata, table.io, rows)
 
 
 def _delete_quietly(table: Table, paths: Iterable[str]) -> None:
@@ -749,7 +699,7 @@ def compact(
         raise InvalidInputError(f"min_input_files must be at least 1, got {min_input_files}.")
     started = time.monotonic()
     name = _name(table)
-    max_attempts, initial, ceiling = _policy(manager)
+    max_attempts, initial, ceiling = _policy(manager, table)
     maintenance_id = uuid.uuid4().hex
     excluded: dict[tuple[int, Record], str] = {}
     conflicts_by_partition: Counter[tuple[int, Record]] = Counter()
@@ -776,7 +726,7 @@ def compact(
         written: list[DataFile] = []
         added_by_bin: list[list[DataFile]] = []
         try:
-            tx = _stage_rewrite(table, plan.bins, written, added_by_bin, maintenance_id)
+            _rewrite_bins(table, plan.bins, written, added_by_bin)
         except FileNotFoundError as error:
             _delete_quietly(table, (f.file_path for f in written))
             if not _moved_on(manager, table):
@@ -791,7 +741,9 @@ def compact(
             _delete_quietly(table, (f.file_path for f in written))
             raise
         try:
-            tx.commit_transaction()
+            snapshot_id, commits = _commit_replace(
+                manager, table, plan.bins, added_by_bin, maintenance_id
+            )
         except _PartitionConflict as error:
             _delete_quietly(table, (f.file_path for f in written))
             conflicts += 1
@@ -830,15 +782,14 @@ def compact(
                     duration_seconds=time.monotonic() - started,
                 )
         else:
-            snapshot = _find_maintenance_snapshot(_reload(manager, table), maintenance_id)
             return CompactionResult(
                 table=name,
-                snapshot_id=snapshot.snapshot_id if snapshot else None,
+                snapshot_id=snapshot_id,
                 partitions=_partition_stats(table, plan.bins, added_by_bin),
                 skipped=skipped,
                 target_file_size_bytes=target_file_size_bytes,
-                commit_attempts=attempt,
-                conflicts=conflicts,
+                commit_attempts=attempt - 1 + commits,
+                conflicts=conflicts + commits - 1,
                 duration_seconds=time.monotonic() - started,
             )
         if attempt < max_attempts:
@@ -875,18 +826,11 @@ def _skipped(table: Table, reasons: dict[tuple[int, Record], str]) -> tuple[Skip
     )
 
 
-def _stage_rewrite(
-    table: Table,
-    bins: list[_Bin],
-    written: list[DataFile],
-    added_by_bin: list[list[DataFile]],
-    maintenance_id: str,
-) -> Any:
-    """Rewrite every bin and stage one replace snapshot on a new transaction (not committed).
-
-    ``written`` collects every new file as soon as it exists, ``added_by_bin`` the files of each
-    bin.
-    """
+def _rewrite_bins(
+    table: Table, bins: list[_Bin], written: list[DataFile], added_by_bin: list[list[DataFile]]
+) -> None:
+    """Read, sort and rewrite every bin; ``written`` collects each new file as soon as it
+    exists, ``added_by_bin`` the files of each bin."""
     for rewrite_bin in bins:
         rows = _sort_rows(table, _read_data_files(table, rewrite_bin.files))
         expected = sum(f.record_count for f in rewrite_bin.files)
@@ -897,23 +841,71 @@ def _stage_rewrite(
         new_files = _write_data_files(table, rows)
         written.extend(new_files)
         added_by_bin.append(new_files)
-    tx = table.transaction()
-    producer = _ReplaceDataFiles(
-        operation=Operation.OVERWRITE,
-        transaction=tx,
-        io=table.io,
-        snapshot_properties={
-            MAINTENANCE_PROPERTY: "compaction",
-            MAINTENANCE_ID_PROPERTY: maintenance_id,
-        },
+
+
+def _commit_replace(
+    manager: IcebergTableManager,
+    table: Table,
+    bins: list[_Bin],
+    added_by_bin: list[list[DataFile]],
+    maintenance_id: str,
+) -> tuple[int, int]:
+    """Commit the rewritten bins as one ``replace`` snapshot; return its id and the attempts.
+
+    A refused commit is re-planned (metadata only) against the fresh table while every input
+    file is still live and no delete file arrived; otherwise the partitions concerned raise
+    :class:`_PartitionConflict`.
+    """
+    change = FileChange(
+        Operation.REPLACE,
+        added=[f for files in added_by_bin for f in files],
+        removed=[f for b in bins for f in b.files],
+        scope=AlwaysTrue(),
     )
-    for rewrite_bin, new_files in zip(bins, added_by_bin, strict=True):
-        for data_file in rewrite_bin.files:
-            producer.delete_data_file(data_file)
-        for data_file in new_files:
-            producer.append_data_file(data_file)
-    producer.commit()  # stages the snapshot on the transaction
-    return tx
+    properties = {MAINTENANCE_PROPERTY: "compaction", MAINTENANCE_ID_PROPERTY: maintenance_id}
+    max_attempts, initial, ceiling = _policy(manager, table)
+    current = table
+    for attempt in range(1, max_attempts + 1):
+        try:
+            produced = produce_snapshot(current.metadata, current.io, change, properties)
+        except FilesGoneError as error:
+            gone = set(error.paths)
+            raise _PartitionConflict(
+                f"{len(gone)} file(s) being compacted were replaced concurrently",
+                {
+                    (b.spec_id, b.partition)
+                    for b in bins
+                    if any(f.file_path in gone for f in b.files)
+                },
+            ) from None
+        pending = PendingCommit(
+            current,
+            produced.updates,
+            (AssertTableUUID(uuid=current.metadata.table_uuid), *produced.requirements),
+            produced.written,
+        )
+        try:
+            committed = send(manager.catalog, pending).metadata.current_snapshot_id
+            assert committed is not None
+            return committed, attempt
+        except CommitFailedException:
+            if attempt == max_attempts:
+                raise
+        fresh = _reload(manager, current)
+        if _delete_files_count(fresh) != _delete_files_count(table):
+            raise _PartitionConflict(
+                "delete files were added while compacting",
+                {(b.spec_id, b.partition) for b in bins},
+            )
+        current = fresh
+        _backoff(attempt, initial, ceiling)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _delete_files_count(table: Table) -> int:
+    snapshot = table.current_snapshot()
+    summary = snapshot.summary if snapshot is not None and snapshot.summary else None
+    return int(summary.get("total-delete-files") or 0) if summary is not None else 0
 
 
 def _partition_stats(
@@ -1121,7 +1113,7 @@ def expire_snapshots(
         raise InvalidInputError(f"retain_last must be at least 1, got {retain_last}.")
     cutoff_ms = int(cutoff.timestamp() * 1000)
     now_ms = int(now.timestamp() * 1000)
-    max_attempts, initial, ceiling = _policy(manager)
+    max_attempts, initial, ceiling = _policy(manager, table)
 
     before = table.metadata
     to_expire: set[int] = set()
@@ -1542,7 +1534,7 @@ def rewrite_manifests(manager: IcebergTableManager, table: Table) -> RewriteMani
             manifests_after=total,
             duration_seconds=time.monotonic() - started,
         )
-    max_attempts, initial, ceiling = _policy(manager)
+    max_attempts, initial, ceiling = _policy(manager, table)
     maintenance_id = uuid.uuid4().hex
     last_error: Exception | None = None
     for attempt in range(1, max_attempts + 1):
