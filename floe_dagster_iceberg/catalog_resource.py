@@ -17,7 +17,7 @@ from dagster import Config, ConfigurableResource, EnvVar
 from pydantic import Field
 from pyiceberg.catalog import Catalog, load_catalog
 
-from floe_dagster_iceberg.errors import CatalogConnectionError, IcebergError, redact, redact_uri
+from floe_dagster_iceberg.errors import CatalogConnectionError, IcebergError
 from floe_dagster_iceberg.lineage import (
     CatalogIdentity,
     LineageConfig,
@@ -26,6 +26,7 @@ from floe_dagster_iceberg.lineage import (
 )
 from floe_dagster_iceberg.manager import IcebergTableManager
 from floe_dagster_iceberg.models import RetryPolicy
+from floe_dagster_iceberg.redaction import RedactedRepr, redact, redact_uri
 from floe_dagster_iceberg.telemetry import resolve_tracer_provider
 
 __all__ = [
@@ -48,7 +49,7 @@ def default_home() -> Path:
     return Path(os.environ.get(HOME_ENV_VAR) or Path.cwd() / ".floe").resolve()
 
 
-class SqlCatalogConfig(Config):
+class SqlCatalogConfig(RedactedRepr, Config):
     """A PyIceberg SQL catalog (SQLite or PostgreSQL) and its warehouse.
 
     Example:
@@ -71,7 +72,7 @@ class SqlCatalogConfig(Config):
         return {"type": "sql", "uri": self.uri, "warehouse": self.warehouse}
 
 
-class RestCatalogConfig(Config):
+class RestCatalogConfig(RedactedRepr, Config):
     """An Iceberg REST catalog (Polaris, Lakekeeper, Nessie, Gravitino, SeaweedFS, ...).
 
     Give ``credential`` (``client_id:client_secret`` for OAuth2) or ``token``, best through
@@ -109,7 +110,7 @@ class RestCatalogConfig(Config):
         return {key: value for key, value in properties.items() if value is not None}
 
 
-class CustomCatalogConfig(Config):
+class CustomCatalogConfig(RedactedRepr, Config):
     """Any other PyIceberg catalog (glue, hive, dynamodb, ...) given by its own properties.
 
     Example:
@@ -119,14 +120,14 @@ class CustomCatalogConfig(Config):
 
     type: Literal["custom"] = "custom"
     properties: dict[str, str] = Field(
-        description="PyIceberg catalog properties, including 'type'", repr=False
+        description="PyIceberg catalog properties, including 'type' (secrets hidden in repr)"
     )
 
     def to_properties(self) -> dict[str, str]:
         return dict(self.properties)
 
 
-class S3StorageConfig(Config):
+class S3StorageConfig(RedactedRepr, Config):
     """S3-compatible object storage for the FileIO (AWS S3, SeaweedFS, MinIO, Ceph, R2, ...).
 
     Example:
@@ -155,7 +156,7 @@ class S3StorageConfig(Config):
         return {key: value for key, value in properties.items() if value is not None}
 
 
-class EmbeddedCatalogConfig(Config):
+class EmbeddedCatalogConfig(RedactedRepr, Config):
     """The zero-config default: SQLite catalog and local warehouse under ``$FLOE_ICEBERG_HOME``.
 
     Example:
@@ -185,7 +186,7 @@ _CATALOGS: dict[tuple[Any, ...], Catalog] = {}
 _CATALOGS_LOCK = threading.Lock()
 
 
-class IcebergCatalogResource(ConfigurableResource):
+class IcebergCatalogResource(RedactedRepr, ConfigurableResource):
     """The Iceberg catalog of a Dagster project; loads it once per process and hands out managers.
 
     With no arguments it is the embedded default: a SQLite catalog and a local warehouse under
@@ -216,7 +217,8 @@ class IcebergCatalogResource(ConfigurableResource):
     )
     storage: S3StorageConfig | None = Field(default=None, description="Object storage settings")
     properties: dict[str, str] = Field(
-        default_factory=dict, description="Extra PyIceberg catalog / FileIO properties", repr=False
+        default_factory=dict,
+        description="Extra PyIceberg catalog / FileIO properties (secrets hidden in repr)",
     )
     max_commit_attempts: int = Field(
         default=8, ge=1, description="Attempts per commit under conflicts"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from floe_dagster_iceberg.redaction import redact, redact_uri
+
 __all__ = [
     "CatalogConnectionError",
     "CommitConflictError",
@@ -61,7 +63,6 @@ class CatalogConnectionError(IcebergError, ConnectionError):
 
 # ---------------------------------------------------------------------- outages and secrets
 
-_SECRET_KEY_MARKERS = ("credential", "token", "secret", "password", "session-token", "key-id")
 _NETWORK_MARKERS = (
     "NETWORK_CONNECTION",
     "curlCode",
@@ -85,42 +86,6 @@ _ACCESS_MARKERS = (
     "SignatureDoesNotMatch",
     "password authentication failed",
 )
-
-
-def redact_uri(uri: str) -> str:
-    """``uri`` without its ``user:password@`` part.
-
-    Example:
-        >>> redact_uri("postgresql://app:s3cret@db:5432/iceberg")
-        'postgresql://***@db:5432/iceberg'
-    """
-    scheme, sep, rest = uri.partition("://")
-    if sep and "@" in rest.split("/", 1)[0]:
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return uri
-
-
-def redact(text: str, properties: dict[str, str]) -> str:
-    """``text`` with every secret of the catalog ``properties`` replaced by ``***``.
-
-    Example:
-        >>> redact("login k:s3cret failed", {"credential": "k:s3cret"})
-        'login *** failed'
-    """
-    secrets: set[str] = set()
-    for key, value in properties.items():
-        if value and any(marker in key for marker in _SECRET_KEY_MARKERS):
-            secrets.add(value)
-            if key == "credential" and ":" in value:
-                secrets.add(value.split(":", 1)[1])  # an OAuth client secret on its own
-    uri = properties.get("uri")
-    if uri and redact_uri(uri) != uri:
-        secrets.add(uri.split("://", 1)[1].split("@", 1)[0])
-        text = text.replace(uri, redact_uri(uri))
-    for secret in sorted(secrets, key=len, reverse=True):
-        if len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
 
 
 def endpoint_of(url: str) -> str:

@@ -55,6 +55,7 @@ from urllib.parse import unquote, urlsplit
 from dagster import Config
 from pydantic import Field
 
+from floe_dagster_iceberg.redaction import RedactedRepr, redact, redact_uri
 from floe_dagster_iceberg.version import __version__
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ READ_ONLY_ACTIONS = frozenset({"health", "table_health"})
 _ALIAS_PREFIX = "OPENLINEAGE__TRANSPORT__TRANSPORTS__DEFAULT_HTTP"
 
 
-class LineageConfig(Config):
+class LineageConfig(RedactedRepr, Config):
     """OpenLineage settings of a catalog resource; every field is optional.
 
     With no settings, events go where OpenLineage's standard configuration says
@@ -163,7 +164,8 @@ def dataset_identity(location: str) -> tuple[str, str]:
 class CatalogIdentity:
     """What lineage says about the catalog: its name, type, address and warehouse.
 
-    ``uri`` must hold no credentials (the catalog resource redacts them).
+    ``uri`` loses its user info and credential-like query parameters; secrets in
+    ``warehouse`` are masked.
 
     Example:
         >>> rest = CatalogIdentity(name="lake", type="rest", uri="https://catalog.example.com/api")
@@ -178,15 +180,21 @@ class CatalogIdentity:
     glue_region: str | None = None
     glue_catalog_id: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.uri:  # an identity: without user info and credential parameters
+            object.__setattr__(self, "uri", redact_uri(self.uri, drop=True))
+        if self.warehouse:  # a location: a container in its user info is kept
+            object.__setattr__(self, "warehouse", redact_uri(self.warehouse))
+
     @classmethod
     def from_properties(
         cls, name: str, catalog_type: str, uri: str | None, properties: Mapping[str, str]
     ) -> CatalogIdentity:
-        """Build it from PyIceberg catalog properties; user info is dropped from ``uri``."""
+        """Build it from PyIceberg catalog properties; credentials are dropped from ``uri``."""
         return cls(
             name=name,
             type=catalog_type,
-            uri=_without_userinfo(uri) if uri else None,
+            uri=uri,
             warehouse=properties.get("warehouse"),
             glue_region=properties.get("glue.region") or properties.get("client.region"),
             glue_catalog_id=properties.get("glue.id"),
@@ -205,20 +213,11 @@ class CatalogIdentity:
         if kind == "hive" and self.uri:
             return f"hive://{urlsplit(self.uri).netloc}", dotted
         if kind == "sql" and self.uri:
-            scheme, sep, rest = _without_userinfo(self.uri).partition("://")
+            scheme, sep, rest = self.uri.partition("://")
             return (f"{scheme.split('+', 1)[0]}://{rest}" if sep else self.uri), dotted
         if self.uri:
             return self.uri, dotted
         return f"iceberg://{self.name}", dotted
-
-
-def _without_userinfo(uri: str) -> str:
-    """``scheme://user:secret@host/...`` (or a redacted ``***@``) without the user part."""
-    scheme, sep, rest = uri.partition("://")
-    if not sep:
-        return uri
-    authority, slash, path = rest.partition("/")
-    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
 
 
 @dataclass(frozen=True)
@@ -775,10 +774,10 @@ class LineageRun:
             )
         if error is not None:
             run_facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
-                message=f"{type(error).__name__}: {error}",
+                message=redact(f"{type(error).__name__}: {error}"),
                 programmingLanguage="python",
-                stackTrace="".join(
-                    traceback.format_exception(type(error), error, error.__traceback__)
+                stackTrace=redact(
+                    "".join(traceback.format_exception(type(error), error, error.__traceback__))
                 ),
                 producer=LINEAGE_PRODUCER,
             )

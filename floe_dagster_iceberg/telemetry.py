@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -27,6 +28,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 
 from floe_dagster_iceberg.errors import InvalidInputError
+from floe_dagster_iceberg.redaction import redact
 from floe_dagster_iceberg.version import __version__
 
 __all__ = [
@@ -109,10 +111,17 @@ def resolve_tracer_provider(path: str) -> TracerProvider:
 
 
 def record_error(span: Span, error: BaseException) -> None:
-    """Mark ``span`` as failed by ``error``: exception event, ``error.type`` and ERROR status."""
-    span.record_exception(error)
+    """Mark ``span`` as failed by ``error``: exception event, ``error.type`` and ERROR status.
+
+    The message and stack trace are redacted like every other surface.
+    """
+    message = redact(str(error))
+    stacktrace = redact("".join(traceback.format_exception(error)))
+    span.record_exception(
+        error, attributes={"exception.message": message, "exception.stacktrace": stacktrace}
+    )
     span.set_attribute("error.type", type(error).__qualname__)
-    span.set_status(Status(StatusCode.ERROR, f"{type(error).__qualname__}: {error}"[:500]))
+    span.set_status(Status(StatusCode.ERROR, f"{type(error).__qualname__}: {message}"[:500]))
 
 
 class Telemetry:
