@@ -61,10 +61,10 @@ from pyiceberg.table.refs import SnapshotRefType
 from pyiceberg.table.snapshots import Operation, Snapshot, Summary, ancestors_of
 from pyiceberg.table.sorting import NullOrder, SortDirection
 from pyiceberg.table.update import AssertTableUUID
-from pyiceberg.table.update.snapshot import _SnapshotProducer
 from pyiceberg.transforms import IdentityTransform
 from pyiceberg.typedef import EMPTY_DICT, Record
 
+from floe_dagster_iceberg.engine._pyiceberg import SnapshotProducer
 from floe_dagster_iceberg.engine.commit import PendingCommit, resolve_retry, send
 from floe_dagster_iceberg.engine.data_files import write_data_files
 from floe_dagster_iceberg.engine.snapshot import FileChange, FilesGoneError, produce_snapshot
@@ -1392,7 +1392,7 @@ def _partition_sort_key(partition: Record) -> tuple[Any, ...]:
     return tuple(key)
 
 
-class _RewriteManifests(_SnapshotProducer["_RewriteManifests"]):
+class _RewriteManifests(SnapshotProducer["_RewriteManifests"]):
     """A ``replace`` snapshot whose data manifests are rewritten, clustered by partition.
 
     The rewrite is computed from the branch head each time the snapshot is built, so when a

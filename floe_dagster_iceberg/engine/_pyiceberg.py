@@ -13,6 +13,8 @@ PyIceberg name                              used for
 ``Transaction._updates/_requirements``      the schema, spec and property changes a
                                             transaction staged, committed with our snapshot
 ``Transaction._table``                      the (staged) table a transaction works on
+``table.update.snapshot._SnapshotProducer`` the base of the manifest-rewrite snapshot
+                                            (maintenance), until it moves to the engine
 ==========================================  =================================================
 """
 
@@ -28,7 +30,11 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table, Transaction
 from pyiceberg.table.update import TableRequirement, TableUpdate
+from pyiceberg.table.update.snapshot import _SnapshotProducer
 from pyiceberg.typedef import Properties
+
+SnapshotProducer = _SnapshotProducer
+"""PyIceberg's base class of snapshot-producing table updates."""
 
 
 def parquet_writer_options(properties: Properties) -> dict[str, Any]:
