@@ -19,6 +19,7 @@ from floe_dagster_iceberg.checks import build_iceberg_health_checks
 from floe_dagster_iceberg.components import IcebergHealthChecksModel, IcebergMaintenanceComponent
 from floe_dagster_iceberg.errors import (
     CatalogConnectionError,
+    CatalogSetupError,
     CommitConflictError,
     IcebergError,
     InvalidIdentifierError,
@@ -76,6 +77,7 @@ from floe_dagster_iceberg.version import __version__
 __all__ = [
     "HOME_ENV_VAR",
     "CatalogConnectionError",
+    "CatalogSetupError",
     "ColumnSpec",
     "CommitConflictError",
     "CompactionResult",

@@ -17,7 +17,13 @@ from dagster import Config, ConfigurableResource, EnvVar
 from pydantic import Field
 from pyiceberg.catalog import Catalog, load_catalog
 
-from floe_dagster_iceberg.errors import CatalogConnectionError, IcebergError
+from floe_dagster_iceberg.catalog_setup import ensure_catalog_tables
+from floe_dagster_iceberg.errors import (
+    CatalogConnectionError,
+    CatalogSetupError,
+    IcebergError,
+    connection_error,
+)
 from floe_dagster_iceberg.lineage import (
     CatalogIdentity,
     LineageConfig,
@@ -292,10 +298,14 @@ class IcebergCatalogResource(RedactedRepr, ConfigurableResource):
     def _connect(self, properties: dict[str, str]) -> Catalog:
         if isinstance(self.catalog, EmbeddedCatalogConfig):
             (self.catalog.home_path() / "warehouse").mkdir(parents=True, exist_ok=True)
-        if properties.get("type") == "sql" and properties.get("uri", "").startswith("sqlite:"):
-            properties = {"init_catalog_tables": "true", **properties}
         try:
+            if _creates_sql_catalog_tables(properties):
+                # Created here, safely for concurrent first openers, instead of by PyIceberg.
+                ensure_catalog_tables(properties["uri"], self.name)
+                properties = {**properties, "init_catalog_tables": "false"}
             return load_catalog(self.name, **properties)
+        except CatalogSetupError:
+            raise
         except (ValueError, IcebergError, ImportError) as error:
             raise IcebergError(
                 f"Could not load the Iceberg catalog {self.name!r} of type "
@@ -303,11 +313,23 @@ class IcebergCatalogResource(RedactedRepr, ConfigurableResource):
                 "Check the catalog 'type' (sql, rest, glue, hive, ...) and its properties."
             ) from None
         except Exception as error:
+            translated = connection_error(error, properties, f"opening the catalog {self.name!r}")
+            if translated is not None:
+                raise translated from None
             raise CatalogConnectionError(
-                f"Could not connect to the Iceberg catalog {self.name!r} at {self.catalog_uri}: "
-                f"{type(error).__name__}: {redact(str(error), properties)}. Check that it runs "
-                "and that the credentials are right."
+                f"Could not open the Iceberg catalog {self.name!r} at {self.catalog_uri}: "
+                f"{redact(f'{type(error).__name__}: {error}', properties)}."
             ) from None
+
+
+def _creates_sql_catalog_tables(properties: dict[str, str]) -> bool:
+    """A SQL catalog whose tables we create if missing (unless ``init_catalog_tables=false``)."""
+    return (
+        properties.get("type") == "sql"
+        and bool(properties.get("uri"))
+        and str(properties.get("init_catalog_tables", "true")).strip().lower()
+        in ("true", "1", "yes", "on", "t", "y")
+    )
 
 
 def _resolve_env_var(key: str, value: str) -> str:

@@ -6,6 +6,7 @@ from floe_dagster_iceberg.redaction import redact, redact_uri
 
 __all__ = [
     "CatalogConnectionError",
+    "CatalogSetupError",
     "CommitConflictError",
     "IcebergError",
     "InvalidIdentifierError",
@@ -59,6 +60,10 @@ class CommitConflictError(IcebergError):
 
 class CatalogConnectionError(IcebergError, ConnectionError):
     """The catalog or the object store could not be reached or refused the credentials."""
+
+
+class CatalogSetupError(IcebergError):
+    """A SQL catalog's own tables are missing and could not be created in its database."""
 
 
 # ---------------------------------------------------------------------- outages and secrets

@@ -221,3 +221,46 @@ def maintain(
         "snapshots_expired": expired,
         "files_deleted": files_deleted,
     }
+
+
+def first_writes_through_resource(
+    catalogs: list[dict[str, str]],
+    table: str,
+    part: str,
+    count: int,
+    writer: str,
+    *,
+    start: Callable[[], Any],
+) -> list[dict[str, Any]]:
+    """For each fresh catalog in turn, open it through ``IcebergCatalogResource``, write ``part``.
+
+    A catalog is ``{"home": <dir>}`` for the embedded default (given through
+    ``$FLOE_ICEBERG_HOME``, as a deployment sets it) or ``{"uri": ..., "warehouse": ...}`` for a
+    SQL catalog. ``start()`` is called before each catalog is first opened, so every process
+    races the others to set up each catalog. A failed round is reported as ``{"error": ...}``.
+    """
+    from floe_dagster_iceberg import HOME_ENV_VAR, IcebergCatalogResource, SqlCatalogConfig
+
+    data = partition_rows(part, count, writer)
+    config = WriteConfig(
+        mode="overwrite", row_filter=EqualTo("part", part), partition_spec=PART_SPEC, retry=RETRY
+    )
+    results = []
+    for catalog in catalogs:
+        if "home" in catalog:
+            os.environ[HOME_ENV_VAR] = catalog["home"]
+            resource = IcebergCatalogResource()
+        else:
+            resource = IcebergCatalogResource(
+                catalog=SqlCatalogConfig(uri=catalog["uri"], warehouse=catalog["warehouse"])
+            )
+        start()
+        try:
+            manager = resource.get_manager()
+            result = manager.write(table, data, config)
+        except Exception as error:  # reported, so the other processes go on to the next round
+            results.append({"error": f"{type(error).__name__}: {error}"})
+            continue
+        _close(manager)
+        results.append({"rows_added": result.rows_added, "created_table": result.created_table})
+    return results
