@@ -21,7 +21,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 from infra.catalogs import dispose_catalog, load_test_catalog, unique_name
 
@@ -100,8 +100,10 @@ column_names = st.one_of(
 
 @st.composite
 def column_types(draw: st.DrawFn, depth: int = 0) -> tuple[pa.DataType, st.SearchStrategy[Any]]:
+    # Up to three levels of nesting (struct<list<struct<...>>>, map<k, list<...>>, ...); every
+    # nested value, element and member may be NULL.
     kind = draw(
-        st.sampled_from(["primitive"] * 6 + (["list", "struct", "map"] if depth < 1 else []))
+        st.sampled_from(["primitive"] * 6 + (["list", "struct", "map"] if depth < 3 else []))
     )
     if kind == "primitive":
         return _primitive(draw(st.sampled_from(PRIMITIVES)))
@@ -149,13 +151,53 @@ def frames(draw: st.DrawFn) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
+# NULL at every level of a struct<list<struct<...>>> and a map of structs, next to empty values
+# that are not NULL: always tried, whatever the generated examples.
+_ITEM = pa.struct([("price", pa.float64()), ("tags", pa.list_(pa.string()))])
+_PAYLOAD = pa.struct(
+    [("items", pa.list_(_ITEM)), ("attributes", pa.map_(pa.string(), _ITEM)), ("note", pa.string())]
+)
+NESTED_NULLS = pa.table(
+    {
+        "id": pa.array([1, 2, 3, 4, 5], pa.int64()),
+        "payload": pa.array(
+            [
+                None,
+                {"items": None, "attributes": None, "note": None},
+                {"items": [None, {"price": None, "tags": None}], "attributes": [("k", None)]},
+                {"items": [], "attributes": [], "note": ""},
+                {"items": [{"price": 1.5, "tags": [None, "t"]}], "attributes": [("a", None)]},
+            ],
+            _PAYLOAD,
+        ),
+        "events": pa.array(
+            [[None], None, [], [{"price": None, "tags": []}], None], pa.list_(_ITEM)
+        ),
+    }
+)
+
+
 # -- comparing -----------------------------------------------------------------------------------
+
+
+def _microseconds(arrow_type: pa.DataType) -> pa.DataType:
+    """``arrow_type`` with every ``timestamp[ns]`` in it, at any depth, as ``timestamp[us]``."""
+    if pa.types.is_timestamp(arrow_type) and arrow_type.unit == "ns":
+        return pa.timestamp("us", arrow_type.tz)
+    if pa.types.is_struct(arrow_type):
+        return pa.struct([f.with_type(_microseconds(f.type)) for f in arrow_type])
+    if pa.types.is_map(arrow_type):
+        item = arrow_type.item_field.with_type(_microseconds(arrow_type.item_type))
+        return pa.map_(arrow_type.key_field, item)
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        element = arrow_type.value_field.with_type(_microseconds(arrow_type.value_type))
+        return pa.large_list(element) if pa.types.is_large_list(arrow_type) else pa.list_(element)
+    return arrow_type
 
 
 def _expected(column: pa.ChunkedArray) -> list[Any]:
     """The values a column must read back as (``timestamp[ns]`` truncated to microseconds)."""
-    if pa.types.is_timestamp(column.type) and column.type.unit == "ns":
-        column = pc.cast(column, pa.timestamp("us", column.type.tz), safe=False)
+    column = pc.cast(column, _microseconds(column.type), safe=False)
     return column.to_pylist()
 
 
@@ -224,6 +266,8 @@ FUZZ = settings(
 
 @FUZZ
 @given(data=frames(), partitioned=st.booleans())
+@example(data=NESTED_NULLS, partitioned=False)
+@example(data=NESTED_NULLS, partitioned=True)
 def test_arrow_frames_round_trip_or_fail_with_our_error(fuzz_manager, data, partitioned):
     table = f"fuzz.{unique_name('t')}"
     spec = None
@@ -236,6 +280,7 @@ def test_arrow_frames_round_trip_or_fail_with_our_error(fuzz_manager, data, part
 
 @FUZZ
 @given(data=frames())
+@example(data=NESTED_NULLS)
 def test_polars_frames_round_trip_or_fail_with_our_error(fuzz_manager, data):
     """The same through Polars, as the IO manager receives a ``polars.DataFrame``."""
     assume(len(set(data.column_names)) == data.num_columns)  # Polars needs distinct names
