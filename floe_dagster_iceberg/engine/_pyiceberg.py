@@ -15,6 +15,10 @@ PyIceberg name                              used for
 ``Transaction._table``                      the (staged) table a transaction works on
 ``table.update.snapshot._SnapshotProducer`` the base of the manifest-rewrite snapshot
                                             (maintenance), until it moves to the engine
+``io.pyarrow.ArrowProjectionVisitor``       patched: its ``list``/``map`` rebuild nested
+                                            arrays without their null mask, so a NULL
+                                            ``list<struct>`` or ``map<_, struct>`` is read
+                                            back as empty; the patch restores the mask
 ==========================================  =================================================
 """
 
@@ -23,9 +27,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pyarrow as pa
 from pyiceberg.expressions import BooleanExpression
 from pyiceberg.expressions.visitors import _InclusiveMetricsEvaluator, _StrictMetricsEvaluator
-from pyiceberg.io.pyarrow import _get_parquet_writer_kwargs
+from pyiceberg.io.pyarrow import ArrowProjectionVisitor, _get_parquet_writer_kwargs
 from pyiceberg.manifest import DataFile
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table, Transaction
@@ -62,3 +67,41 @@ def staged_changes(
 def transaction_table(transaction: Transaction) -> Table:
     """The table (a staged one for a create transaction) a transaction works on."""
     return transaction._table
+
+
+def _keep_nulls(rebuilt: Any, original: Any) -> Any:
+    """``rebuilt`` (a list or map array) with the null entries of ``original`` restored."""
+    if rebuilt is None or original is None or not original.null_count:
+        return rebuilt
+    if rebuilt.null_count == original.null_count:
+        return rebuilt
+    mask = original.is_null()
+    if isinstance(rebuilt, pa.MapArray):
+        return pa.MapArray.from_arrays(
+            rebuilt.offsets, rebuilt.keys, rebuilt.items, type=rebuilt.type, mask=mask
+        )
+    return type(rebuilt).from_arrays(rebuilt.offsets, rebuilt.values, type=rebuilt.type, mask=mask)
+
+
+def _patch_nested_null_reads() -> None:
+    """Make PyIceberg's Arrow reader keep NULL lists and maps of structs (0.12 drops them)."""
+    if getattr(ArrowProjectionVisitor, "_floe_keeps_nested_nulls", False):
+        return
+    original_list = ArrowProjectionVisitor.list
+    original_map = ArrowProjectionVisitor.map
+
+    def list_keeping_nulls(self: Any, list_type: Any, list_array: Any, value_array: Any) -> Any:
+        return _keep_nulls(original_list(self, list_type, list_array, value_array), list_array)
+
+    def map_keeping_nulls(
+        self: Any, map_type: Any, map_array: Any, key_result: Any, value_result: Any
+    ) -> Any:
+        rebuilt = original_map(self, map_type, map_array, key_result, value_result)
+        return _keep_nulls(rebuilt, map_array)
+
+    ArrowProjectionVisitor.list = list_keeping_nulls  # type: ignore[method-assign]
+    ArrowProjectionVisitor.map = map_keeping_nulls  # type: ignore[method-assign]
+    ArrowProjectionVisitor._floe_keeps_nested_nulls = True  # type: ignore[attr-defined]
+
+
+_patch_nested_null_reads()
