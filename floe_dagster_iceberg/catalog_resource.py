@@ -226,8 +226,11 @@ class IcebergCatalogResource(RedactedRepr, ConfigurableResource):
         default_factory=dict,
         description="Extra PyIceberg catalog / FileIO properties (secrets hidden in repr)",
     )
-    max_commit_attempts: int = Field(
-        default=8, ge=1, description="Attempts per commit under conflicts"
+    max_commit_attempts: int | None = Field(
+        default=None,
+        ge=1,
+        description="Attempts per commit under conflicts; by default the table's "
+        "commit.retry.num-retries + 1, else 8",
     )
     openlineage: LineageConfig | None = Field(
         default=None,
