@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
 import pyarrow as pa
@@ -68,7 +68,7 @@ from floe_dagster_iceberg.engine._pyiceberg import SnapshotProducer
 from floe_dagster_iceberg.engine.commit import PendingCommit, resolve_retry, send
 from floe_dagster_iceberg.engine.data_files import write_data_files
 from floe_dagster_iceberg.engine.snapshot import FileChange, FilesGoneError, produce_snapshot
-from floe_dagster_iceberg.errors import CommitConflictError, InvalidInputError
+from floe_dagster_iceberg.errors import CommitConflictError, IcebergError, InvalidInputError
 
 if TYPE_CHECKING:
     from pyiceberg.io import FileIO
@@ -130,6 +130,9 @@ UNPARTITIONED = "unpartitioned"
 _PROTECTED_FILE_NAMES = frozenset({"version-hint.text"})
 _METADATA_VERSION = re.compile(r"^v?(?P<version>\d+)[-.]")
 _DELETE_WORKERS = 8
+_VANISHED_RELOADS = 5
+"""Reloads allowed when files being read keep vanishing under concurrent snapshot expiries."""
+_MISSING_MARKERS = ("not found", "no such file", "does not exist", "nosuchkey")
 
 
 # ============================================================================ result models
@@ -255,6 +258,16 @@ class ExpireSnapshotsResult(_Result):
     bytes_freed: int = 0
     files_missing: int = Field(default=0, description="files already gone when deleting them")
     failed_deletes: tuple[str, ...] = ()
+    metadata_reloads: int = Field(
+        default=0,
+        description="times the table was reloaded because a concurrent expiry removed a "
+        "metadata file being read",
+    )
+    cleanup_skipped: str | None = Field(
+        default=None,
+        description="why no file was deleted after the expiry committed (orphan removal "
+        "reclaims them later)",
+    )
     duration_seconds: float = 0.0
 
     @property
@@ -288,6 +301,8 @@ class ExpireSnapshotsResult(_Result):
             "files_deleted": self.files_deleted,
             "bytes_freed": self.bytes_freed,
             "failed_deletes": len(self.failed_deletes),
+            "metadata_reloads": self.metadata_reloads,
+            "cleanup_skipped": self.cleanup_skipped,
             "duration_seconds": round(self.duration_seconds, 3),
         }
 
@@ -317,6 +332,14 @@ class OrphanFilesResult(_Result):
     files_deleted: int = 0
     bytes_freed: int = 0
     failed_deletes: tuple[str, ...] = ()
+    metadata_reloads: int = Field(
+        default=0,
+        description="times the table was reloaded because a concurrent expiry removed a "
+        "metadata file being read",
+    )
+    skipped: str | None = Field(
+        default=None, description="why nothing was deleted, when the run had to give up"
+    )
     duration_seconds: float = 0.0
 
     def as_metrics(self) -> dict[str, int | float | str | None]:
@@ -332,6 +355,8 @@ class OrphanFilesResult(_Result):
             "files_deleted": self.files_deleted,
             "bytes_freed": self.bytes_freed,
             "failed_deletes": len(self.failed_deletes),
+            "metadata_reloads": self.metadata_reloads,
+            "skipped": self.skipped,
             "duration_seconds": round(self.duration_seconds, 3),
         }
 
@@ -471,6 +496,55 @@ def _name(table: Table) -> str:
 
 def _reload(manager: IcebergTableManager, table: Table) -> Table:
     return manager.catalog.load_table(table.name())
+
+
+_T = TypeVar("_T")
+
+
+class _KeptVanishing(IcebergError):
+    """Metadata files kept vanishing under concurrent expiries, reload after reload."""
+
+
+def _vanished(error: BaseException) -> bool:
+    """Whether ``error`` says a file is gone (a concurrent expiry or cleanup deleted it)."""
+    if isinstance(error, FileNotFoundError):
+        return True
+    text = str(error).lower()
+    return isinstance(error, OSError) and any(marker in text for marker in _MISSING_MARKERS)
+
+
+def _read_fresh(
+    manager: IcebergTableManager, table: Table, read: Callable[[Table], _T], what: str
+) -> tuple[_T, Table, int]:
+    """``read(table)``; when a file it reads has vanished, reload the table and read again.
+
+    A snapshot expiry commits new metadata first and then deletes the manifest lists,
+    manifests and data files only the expired snapshots used, so a reader still holding the
+    older metadata finds them gone; the reloaded metadata no longer references them. Returns
+    what ``read`` returned, the table it read and the number of reloads; gives up with
+    :class:`_KeptVanishing` after ``_VANISHED_RELOADS`` reloads.
+    """
+    reloads = 0
+    while True:
+        try:
+            return read(table), table, reloads
+        except Exception as error:
+            if not _vanished(error):
+                raise
+            if reloads >= _VANISHED_RELOADS:
+                raise _KeptVanishing(
+                    f"Table '{_name(table)}': files kept vanishing while {what} read the "
+                    f"table's metadata ({reloads} reloads; last: {error}); concurrent snapshot "
+                    "expiries are running. Run it again once they are done."
+                ) from error
+            reloads += 1
+            log.info(
+                "%s of %s: a file vanished under a concurrent expiry (%s); reloading the table.",
+                what,
+                _name(table),
+                error,
+            )
+            table = _reload(manager, table)
 
 
 def _policy(manager: IcebergTableManager, table: Table) -> tuple[int, float, float]:
@@ -950,6 +1024,7 @@ class _Reachable:
     manifests: dict[str, ManifestFile] = field(default_factory=dict)
     data_files: dict[str, int] = field(default_factory=dict)
     delete_files: dict[str, int] = field(default_factory=dict)
+    metadata_files: set[str] = field(default_factory=set)  # metadata JSON, statistics
 
     def all_paths(self) -> set[str]:
         return (
@@ -957,21 +1032,51 @@ class _Reachable:
             | set(self.manifests)
             | set(self.data_files)
             | set(self.delete_files)
+            | self.metadata_files
         )
 
+    def update(self, other: _Reachable) -> None:
+        self.manifest_lists |= other.manifest_lists
+        for path, manifest in other.manifests.items():
+            self.manifests.setdefault(path, manifest)
+        self.data_files.update(other.data_files)
+        self.delete_files.update(other.delete_files)
+        self.metadata_files |= other.metadata_files
 
-def _manifests_of(io: FileIO, snapshots: Iterable[Snapshot], into: _Reachable) -> None:
+
+def _manifests_of(
+    io: FileIO, snapshots: Iterable[Snapshot], into: _Reachable, *, missing_ok: bool = False
+) -> None:
+    """Add the snapshots' manifest lists and manifests; ``missing_ok`` skips vanished lists."""
     for snapshot in snapshots:
         into.manifest_lists.add(snapshot.manifest_list)
-        for manifest in snapshot.manifests(io):
+        try:
+            manifests = snapshot.manifests(io)
+        except Exception as error:
+            if not (missing_ok and _vanished(error)):
+                raise
+            continue
+        for manifest in manifests:
             into.manifests.setdefault(manifest.manifest_path, manifest)
 
 
 def _files_of(
-    io: FileIO, manifests: Iterable[ManifestFile], into: _Reachable, *, live_only: bool
+    io: FileIO,
+    manifests: Iterable[ManifestFile],
+    into: _Reachable,
+    *,
+    live_only: bool,
+    missing_ok: bool = False,
 ) -> None:
+    """Add the data and delete files of the manifests; ``missing_ok`` skips vanished ones."""
+
     def read(manifest: ManifestFile) -> list[ManifestEntry]:
-        return manifest.fetch_manifest_entry(io, discard_deleted=live_only)
+        try:
+            return manifest.fetch_manifest_entry(io, discard_deleted=live_only)
+        except Exception as error:
+            if missing_ok and _vanished(error):
+                return []
+            raise
 
     with ThreadPoolExecutor(max_workers=_DELETE_WORKERS) as pool:
         for entries in pool.map(read, list(manifests)):
@@ -1144,7 +1249,13 @@ def expire_snapshots(
     after = _reload(manager, table)
     kept_ids = {s.snapshot_id for s in after.snapshots()}
     expired = [s for s in before.snapshots if s.snapshot_id not in kept_ids]
-    tallies = _delete_unreachable(before, after, expired)
+    cleanup_skipped = None
+    try:
+        tallies, after, reloads = _delete_unreachable(manager, before, after, expired)
+    except _KeptVanishing as error:
+        # The expiry itself committed; its files stay for orphan removal to reclaim.
+        log.warning("%s", error)
+        tallies, reloads, cleanup_skipped = {}, _VANISHED_RELOADS, str(error)
     old_metadata = _old_metadata_files(after)
     metadata_tally = _delete_files(after, dict.fromkeys(old_metadata))
 
@@ -1167,44 +1278,54 @@ def expire_snapshots(
         bytes_freed=sum(t.bytes for t in every),
         files_missing=sum(t.missing for t in every),
         failed_deletes=tuple(sorted(p for t in every for p in t.failed)),
+        metadata_reloads=reloads,
+        cleanup_skipped=cleanup_skipped,
         duration_seconds=time.monotonic() - started,
     )
 
 
 def _delete_unreachable(
-    before: TableMetadata, after: Table, expired: Sequence[Snapshot]
-) -> dict[str, dict[str, _Deletion]]:
-    """Delete what the expired snapshots reached and the kept ones (``after``) do not."""
+    manager: IcebergTableManager, before: TableMetadata, after: Table, expired: Sequence[Snapshot]
+) -> tuple[dict[str, dict[str, _Deletion]], Table, int]:
+    """Delete what the expired snapshots reached and the kept ones (``after``) do not.
+
+    What the kept snapshots reference must be read completely: when one of their files
+    vanishes (a concurrent expiry removed more snapshots), the table is reloaded and read
+    again. Files of the expired snapshots that are already gone (deleted by whoever removed
+    them first) are skipped. Returns the tallies, the table last read and the reloads.
+    """
     if not expired:
-        return {}
-    io = after.io
+        return {}, after, 0
     gone = _Reachable()
-    _manifests_of(io, expired, gone)
-    kept = _Reachable()
-    _manifests_of(io, after.snapshots(), kept)
-
-    manifest_lists = gone.manifest_lists - kept.manifest_lists
-    dropped_manifests = {p: m for p, m in gone.manifests.items() if p not in kept.manifests}
-    # Files live in a dropped manifest are candidates; a kept manifest (or its live entries)
-    # keeps them, whatever status the dropped manifest gave them.
-    _files_of(io, dropped_manifests.values(), gone, live_only=True)
-    if gone.data_files or gone.delete_files:
-        _files_of(io, kept.manifests.values(), kept, live_only=True)
-    data_files = {p: s for p, s in gone.data_files.items() if p not in kept.data_files}
-    delete_files = {p: s for p, s in gone.delete_files.items() if p not in kept.delete_files}
+    _manifests_of(after.io, expired, gone, missing_ok=True)
     statistics_before = _statistics_paths(before)
-    statistics_after = _statistics_paths(after.metadata)
-    statistics = {p: s for p, s in statistics_before.items() if p not in statistics_after}
 
-    groups: dict[str, dict[str, int | None]] = {
-        "data": dict(data_files),
-        "delete": dict(delete_files),
-        "manifest": {p: m.manifest_length for p, m in dropped_manifests.items()},
-        "manifest_list": dict.fromkeys(manifest_lists),
-        "statistics": dict(statistics),
-    }
+    def plan(current: Table) -> dict[str, dict[str, int | None]]:
+        io = current.io
+        kept = _Reachable()
+        _manifests_of(io, current.snapshots(), kept)
+        dropped_manifests = {p: m for p, m in gone.manifests.items() if p not in kept.manifests}
+        # Files live in a dropped manifest are candidates; a kept manifest (or its live
+        # entries) keeps them, whatever status the dropped manifest gave them.
+        candidates = _Reachable()
+        _files_of(io, dropped_manifests.values(), candidates, live_only=True, missing_ok=True)
+        if candidates.data_files or candidates.delete_files:
+            _files_of(io, kept.manifests.values(), kept, live_only=True)
+        statistics_after = _statistics_paths(current.metadata)
+        return {
+            "data": {p: s for p, s in candidates.data_files.items() if p not in kept.data_files},
+            "delete": {
+                p: s for p, s in candidates.delete_files.items() if p not in kept.delete_files
+            },
+            "manifest": {p: m.manifest_length for p, m in dropped_manifests.items()},
+            "manifest_list": dict.fromkeys(gone.manifest_lists - kept.manifest_lists),
+            "statistics": {p: s for p, s in statistics_before.items() if p not in statistics_after},
+        }
+
+    groups, after, reloads = _read_fresh(manager, after, plan, "snapshot expiry")
     # Data before the metadata that points at it: a crash midway leaves only unreferenced files.
-    return {kind: _delete_files(after, paths) for kind, paths in groups.items()}
+    tallies = {kind: _delete_files(after, paths) for kind, paths in groups.items()}
+    return tallies, after, reloads
 
 
 def _metadata_dir(table: Table) -> str:
@@ -1292,18 +1413,42 @@ def _normalize(location: str) -> str:
     return f"{scheme}://{parsed.netloc}{posixpath.normpath(parsed.path or '/')}"
 
 
-def _referenced_files(table: Table) -> set[str]:
-    """Every file the table's metadata references, in any snapshot, with any entry status."""
+def _referenced_files(table: Table, seen: _Reachable) -> set[str]:
+    """Every file the table's metadata references, in any snapshot, with any entry status.
+
+    ``seen`` keeps what earlier calls read from older versions of the metadata, also when a
+    call fails midway: a file any version referenced is never taken for an orphan by the
+    same run (whoever expired its snapshot deletes it).
+    """
     metadata = table.metadata
     reachable = _Reachable()
-    _manifests_of(table.io, metadata.snapshots, reachable)
-    _files_of(table.io, reachable.manifests.values(), reachable, live_only=False)
-    paths = reachable.all_paths()
-    paths.update(entry.metadata_file for entry in metadata.metadata_log)
+    reachable.metadata_files.update(entry.metadata_file for entry in metadata.metadata_log)
     if table.metadata_location:
-        paths.add(table.metadata_location)
-    paths.update(_statistics_paths(metadata))
-    return {_normalize(p) for p in paths}
+        reachable.metadata_files.add(table.metadata_location)
+    reachable.metadata_files.update(_statistics_paths(metadata))
+    reachable.manifest_lists.update(s.manifest_list for s in metadata.snapshots)
+    try:
+        _manifests_of(table.io, metadata.snapshots, reachable)
+        _files_of(table.io, reachable.manifests.values(), reachable, live_only=False)
+    finally:
+        seen.update(reachable)
+    return {_normalize(p) for p in seen.all_paths()}
+
+
+def _still_there(table: Table, files: Sequence[_ListedFile]) -> list[_ListedFile]:
+    """The listed files that still exist."""
+
+    def exists(listed: _ListedFile) -> bool:
+        try:
+            return table.io.new_input(listed.path).exists()
+        except Exception as error:
+            if _vanished(error):
+                return False
+            raise
+
+    with ThreadPoolExecutor(max_workers=_DELETE_WORKERS) as pool:
+        present = list(pool.map(exists, files))
+    return [f for f, there in zip(files, present, strict=True) if there]
 
 
 def remove_orphan_files(
@@ -1321,8 +1466,11 @@ def remove_orphan_files(
     files, plus statistics files. Only files last modified more than ``older_than`` ago are
     deleted, so files of a write still in flight are safe; keep the guard longer than your
     longest write. The table location is listed first and the metadata loaded afterwards, so a
-    commit landing during the scan still protects its files. ``dry_run`` reports, deletes
-    nothing.
+    commit landing during the scan still protects its files. When a concurrent snapshot
+    expiry deletes a manifest list or manifest being read, the table is reloaded and read
+    again (``result.metadata_reloads``); files any version of the metadata referenced are
+    kept; if files keep vanishing, nothing is deleted and ``result.skipped`` says why.
+    ``dry_run`` reports, deletes nothing.
 
     Example:
         >>> # result = manager.remove_orphan_files("sales.orders", older_than=timedelta(days=3))
@@ -1335,8 +1483,26 @@ def remove_orphan_files(
     cutoff = _now() - older_than
     location = table.location()
     listed = list(_list_files(table, location))
-    table = _reload(manager, table)
-    referenced = _referenced_files(table)
+    seen = _Reachable()
+    try:
+        referenced, table, reloads = _read_fresh(
+            manager,
+            _reload(manager, table),
+            lambda current: _referenced_files(current, seen),
+            "orphan file removal",
+        )
+    except _KeptVanishing as error:
+        log.warning("%s", error)
+        return OrphanFilesResult(
+            table=name,
+            location=location,
+            older_than=cutoff,
+            dry_run=dry_run,
+            files_scanned=len(listed),
+            metadata_reloads=_VANISHED_RELOADS,
+            skipped=f"nothing deleted: {error}",
+            duration_seconds=time.monotonic() - started,
+        )
 
     orphans: list[_ListedFile] = []
     too_recent = 0
@@ -1349,6 +1515,9 @@ def remove_orphan_files(
             too_recent += 1
             continue
         orphans.append(candidate)
+    if reloads:
+        # A concurrent expiry ran: the files it deleted since the listing are no orphans.
+        orphans = _still_there(table, orphans)
     orphans.sort(key=lambda f: f.path)
 
     deleted = bytes_freed = 0
@@ -1371,6 +1540,7 @@ def remove_orphan_files(
         files_deleted=deleted,
         bytes_freed=bytes_freed,
         failed_deletes=tuple(failed),
+        metadata_reloads=reloads,
         duration_seconds=time.monotonic() - started,
     )
 
@@ -1486,12 +1656,13 @@ class _RewriteManifests(SnapshotProducer["_RewriteManifests"]):
         )
 
 
-def _data_manifest_plan(table: Table) -> tuple[int, int]:
-    """(data manifests now, data manifests a rewrite would produce)."""
+def _data_manifest_plan(table: Table) -> tuple[int, int, int]:
+    """(data manifests now, data manifests a rewrite would produce, all manifests now)."""
     snapshot = table.current_snapshot()
     if snapshot is None:
-        return 0, 0
-    data = [m for m in snapshot.manifests(table.io) if m.content == ManifestContent.DATA]
+        return 0, 0, 0
+    manifests = snapshot.manifests(table.io)
+    data = [m for m in manifests if m.content == ManifestContent.DATA]
     target_bytes = int(
         table.properties.get(MANIFEST_TARGET_SIZE_PROPERTY, MANIFEST_TARGET_SIZE_DEFAULT)
     )
@@ -1505,7 +1676,7 @@ def _data_manifest_plan(table: Table) -> tuple[int, int]:
     entries = sum(by_spec.values())
     per_manifest = max(1, int(target_bytes / max(1.0, total_bytes / max(1, entries))))
     planned = sum(max(1, math.ceil(count / per_manifest)) for count in by_spec.values())
-    return len(data), planned
+    return len(data), planned, len(manifests)
 
 
 def rewrite_manifests(manager: IcebergTableManager, table: Table) -> RewriteManifestsResult:
@@ -1516,7 +1687,8 @@ def rewrite_manifests(manager: IcebergTableManager, table: Table) -> RewriteMani
     ``commit.manifest.target-size-bytes`` (8 MiB), so a scan with a partition filter skips
     most of them. Delete manifests are kept as they are. The commit is a ``replace`` snapshot:
     no data file is added or removed. Nothing happens when a rewrite would not reduce the
-    number of data manifests.
+    number of data manifests. A manifest that vanishes under a concurrent snapshot expiry
+    while being read makes it reload the table and start over.
 
     Example:
         >>> # result = manager.rewrite_manifests("sales.orders")
@@ -1524,9 +1696,10 @@ def rewrite_manifests(manager: IcebergTableManager, table: Table) -> RewriteMani
     """
     started = time.monotonic()
     name = _name(table)
-    current, planned = _data_manifest_plan(table)
+    (current, planned, total), table, _ = _read_fresh(
+        manager, table, _data_manifest_plan, "manifest rewrite"
+    )
     if current <= planned:
-        total = len(table.current_snapshot().manifests(table.io)) if table.current_snapshot() else 0
         return RewriteManifestsResult(
             table=name,
             snapshot_id=None,
@@ -1558,6 +1731,13 @@ def rewrite_manifests(manager: IcebergTableManager, table: Table) -> RewriteMani
             last_error = error
             if _find_maintenance_snapshot(_reload(manager, table), maintenance_id) is None:
                 continue
+        except Exception as error:
+            if not _vanished(error):
+                raise
+            # A manifest of the head it started from was expired and deleted meanwhile.
+            last_error = error
+            log.info("Manifest rewrite of %s read a file removed meanwhile; reloading.", name)
+            continue
         return RewriteManifestsResult(
             table=name,
             snapshot_id=producer.snapshot_id,
@@ -1630,18 +1810,29 @@ def table_health(
     (packed per partition up to the table's target file size, in bins of at least
     ``min_input_files`` files, as compaction plans them; files with merge-on-read deletes are
     left out) and their ratio, average file size, partitions, rows, snapshots, manifests,
-    delete files, and the time since the last commit and since the last data change.
+    delete files, and the time since the last commit and since the last data change. A
+    manifest that vanishes under a concurrent snapshot expiry while being read makes it
+    reload the table and measure again.
 
     Example:
         >>> # health = manager.table_health("sales.orders")
         >>> # health.small_file_ratio, health.snapshots
     """
-    del manager  # the table is already loaded; kept for the uniform signature
     threshold = (
         small_file_threshold(table)
         if small_file_threshold_bytes is None
         else small_file_threshold_bytes
     )
+    health, _, _ = _read_fresh(
+        manager,
+        table,
+        lambda current: _health(current, threshold, min_input_files),
+        "table health",
+    )
+    return health
+
+
+def _health(table: Table, threshold: int, min_input_files: int) -> TableHealth:
     name = _name(table)
     now = _now()
     snapshots = table.snapshots()

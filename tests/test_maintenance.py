@@ -758,3 +758,230 @@ def test_table_health_counts_only_small_files_compaction_can_merge(
     assert (compacted.small_files, compacted.compactable_small_files) == (7, 0)
     assert compacted.as_metrics()["compactable_small_files"] == 0
     dispose_catalog(catalog)
+
+
+# ---------------------------------------------------------------------------- maintenance racing
+
+
+def _age_everything(files_on_disk: dict[str, int], days: int = 4) -> None:
+    """Make every file look ``days`` old, so only references (not the age guard) protect it."""
+    then = (dt.datetime.now(dt.UTC) - dt.timedelta(days=days)).timestamp()
+    for path in files_on_disk:
+        os.utime(path.removeprefix("file://"), (then, then))
+
+
+def _plant_orphan(table) -> str:
+    """A data file nothing references (as a killed writer leaves), 4 days old."""
+    path = f"{table.location()}/data/orphan-{os.getpid()}.parquet"
+    pq.write_table(_rows(900, 2, "eu"), path.removeprefix("file://"))
+    return path
+
+
+def _pause_first_read(monkeypatch, thread_name: str, suffix: str):
+    """Pause the named thread at its first FileIO read of a file ending in ``suffix``.
+
+    Returns ``(paused, resume)`` events: the thread sets ``paused`` before opening the file and
+    waits for ``resume``; other threads read unhindered.
+    """
+    from pyiceberg.io.pyarrow import PyArrowFileIO
+
+    paused, resume = threading.Event(), threading.Event()
+    real_new_input = PyArrowFileIO.new_input
+
+    def new_input(self, location: str):
+        if (
+            threading.current_thread().name == thread_name
+            and location.endswith(suffix)
+            and not paused.is_set()
+        ):
+            paused.set()
+            assert resume.wait(timeout=120), "the concurrent step never finished"
+        return real_new_input(self, location)
+
+    monkeypatch.setattr(PyArrowFileIO, "new_input", new_input)
+    return paused, resume
+
+
+def _in_thread(name: str, target) -> tuple[threading.Thread, dict]:
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = target()
+        except BaseException as error:  # reported by the test, not lost in the thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, name=name)
+    thread.start()
+    return thread, outcome
+
+
+def test_orphan_removal_concurrent_with_snapshot_expiry(
+    sqlite_catalog_properties, namespace, warehouse_files, monkeypatch
+):
+    """Two schedules on one table: expiry commits and deletes manifests while orphan removal
+    reads them. Orphan removal reloads the table and reads again; it deletes the real orphan
+    and no file a live snapshot references."""
+    catalog = load_test_catalog(sqlite_catalog_properties)
+    other = load_test_catalog(sqlite_catalog_properties)
+    table = _small_files_table(catalog, namespace, appends=6)
+    table.overwrite(_rows(500, 4, "eu"))  # earlier files now only live in old snapshots
+    table = catalog.load_table(table.name())
+    rows = _all_rows(table)
+    orphan = _plant_orphan(table)
+    _age_everything(warehouse_files(table))
+    paused, resume = _pause_first_read(monkeypatch, "orphans", "avro")  # a manifest list
+    manager = _manager(catalog)
+
+    thread, outcome = _in_thread("orphans", lambda: manager.remove_orphan_files(table.name()))
+    assert paused.wait(timeout=120)
+    expiry = _manager(other).expire_snapshots(
+        table.name(), older_than=dt.timedelta(0), retain_last=1
+    )
+    resume.set()
+    thread.join(timeout=120)
+
+    assert "error" not in outcome, repr(outcome.get("error"))
+    result = outcome["result"]
+    assert expiry.snapshots_expired == 7
+    assert expiry.manifest_lists_deleted == 7
+    assert result.metadata_reloads == 1
+    assert result.skipped is None
+    assert result.orphan_files == (orphan,)
+    assert result.files_deleted == 1
+    table = catalog.load_table(table.name())
+    on_disk = set(warehouse_files(table))
+    assert orphan not in on_disk
+    assert _metadata_paths(table) <= on_disk  # every live reference is still there
+    assert _all_rows(table).equals(rows)
+    dispose_catalog(other)
+    dispose_catalog(catalog)
+
+
+def _avro_files(files_on_disk: dict[str, int]) -> set[str]:
+    return {p for p in files_on_disk if p.endswith(".avro")}
+
+
+def _referenced_storage(table) -> set[str]:
+    """Manifest lists, manifests and data files the table's snapshots reference."""
+    return (
+        _metadata_paths(table)
+        - {table.metadata_location}
+        - {e.metadata_file for e in table.metadata.metadata_log}
+    )
+
+
+def test_snapshot_expiry_concurrent_with_another_expiry(
+    sqlite_catalog_properties, namespace, warehouse_files, monkeypatch
+):
+    """One expiry keeps five snapshots, a second one only the last: the second commits and
+    deletes while the first is working out which files it may delete. The first reloads,
+    deletes only what no kept snapshot references, and together they free everything."""
+    catalog = load_test_catalog(sqlite_catalog_properties)
+    other = load_test_catalog(sqlite_catalog_properties)
+    table = _small_files_table(catalog, namespace, appends=6)
+    table.overwrite(_rows(500, 4, "eu"))
+    table = catalog.load_table(table.name())
+    for n in range(3):
+        table.append(_rows(600 + n, 1, "us"))
+    table = catalog.load_table(table.name())
+    rows = _all_rows(table)
+    paused, resume = _pause_first_read(monkeypatch, "keep-five", "avro")
+    manager = _manager(catalog)
+
+    thread, outcome = _in_thread(
+        "keep-five",
+        lambda: manager.expire_snapshots(table.name(), older_than=dt.timedelta(0), retain_last=5),
+    )
+    assert paused.wait(timeout=120)
+    last_only = _manager(other).expire_snapshots(
+        table.name(), older_than=dt.timedelta(0), retain_last=1
+    )
+    resume.set()
+    thread.join(timeout=120)
+
+    assert "error" not in outcome, repr(outcome.get("error"))
+    keep_five = outcome["result"]
+    assert keep_five.metadata_reloads == 1
+    assert keep_five.cleanup_skipped is None
+    assert keep_five.failed_deletes == last_only.failed_deletes == ()
+    assert keep_five.data_files_deleted == 6  # the files the overwrite replaced
+    assert last_only.snapshots_expired == 4
+    table = catalog.load_table(table.name())
+    assert len(table.snapshots()) == 1
+    on_disk = warehouse_files(table)
+    # Nothing referenced is gone; nothing unreferenced is left.
+    assert {p for p in on_disk if p.endswith((".parquet", ".avro"))} == _referenced_storage(table)
+    assert _all_rows(table).equals(rows)
+    dispose_catalog(other)
+    dispose_catalog(catalog)
+
+
+def test_table_health_and_manifest_rewrite_concurrent_with_expiry(
+    sqlite_catalog_properties, namespace, monkeypatch
+):
+    """The snapshot they started from is expired (its manifest list deleted) while they read
+    it: they reload and work on the current one."""
+    catalog = load_test_catalog(sqlite_catalog_properties)
+    other = load_test_catalog(sqlite_catalog_properties)
+    table = _small_files_table(catalog, namespace, appends=6)
+    manager = _manager(catalog)
+    for step, run in [
+        ("health", lambda: manager.table_health(table.name())),
+        ("rewrite", lambda: manager.rewrite_manifests(table.name())),
+    ]:
+        paused, resume = _pause_first_read(monkeypatch, step, "avro")
+        thread, outcome = _in_thread(step, run)
+        assert paused.wait(timeout=120)
+        theirs = other.load_table(table.name())
+        theirs.append(_rows(700 + len(theirs.snapshots()), 1, "us"))
+        _manager(other).expire_snapshots(table.name(), older_than=dt.timedelta(0), retain_last=1)
+        resume.set()
+        thread.join(timeout=120)
+        monkeypatch.undo()
+        assert "error" not in outcome, f"{step}: {outcome.get('error')!r}"
+        current = catalog.load_table(table.name())
+        if step == "health":
+            assert outcome["result"].snapshots == 1
+            assert outcome["result"].rows == _all_rows(current).num_rows == 19
+        else:
+            assert outcome["result"].committed
+            assert current.current_snapshot().snapshot_id == outcome["result"].snapshot_id
+            assert len(current.current_snapshot().manifests(current.io)) == 1
+            assert _all_rows(current).num_rows == 20
+    dispose_catalog(other)
+    dispose_catalog(catalog)
+
+
+def test_orphan_removal_gives_up_cleanly_when_files_keep_vanishing(
+    sqlite_catalog_properties, namespace, warehouse_files, monkeypatch
+):
+    """Expiries without end (simulated: every manifest list read fails as deleted): orphan
+    removal stops after a bounded number of reloads, deletes nothing and says why."""
+    from pyiceberg.io.pyarrow import PyArrowFileIO
+
+    catalog = load_test_catalog(sqlite_catalog_properties)
+    table = _small_files_table(catalog, namespace, appends=3)
+    orphan = _plant_orphan(table)
+    _age_everything(warehouse_files(table))
+    before = warehouse_files(table)
+    real_new_input = PyArrowFileIO.new_input
+
+    def vanishing(self, location: str):
+        if "/snap-" in location:
+            raise FileNotFoundError(f"Cannot open file, does not exist: {location}")
+        return real_new_input(self, location)
+
+    monkeypatch.setattr(PyArrowFileIO, "new_input", vanishing)
+    result = _manager(catalog).remove_orphan_files(table.name())
+    monkeypatch.undo()
+
+    assert result.skipped is not None
+    assert "kept vanishing" in result.skipped
+    assert result.metadata_reloads == 5
+    assert result.orphan_files == ()
+    assert result.files_deleted == 0
+    assert warehouse_files(table) == before
+    assert orphan in before
+    assert result.as_metrics()["skipped"] == result.skipped
+    dispose_catalog(catalog)
