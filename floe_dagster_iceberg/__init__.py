@@ -6,11 +6,10 @@ Example:
     >>> defs = dg.Definitions(assets=[], resources=create_iceberg_resources())
 """
 
-from floe_dagster_iceberg.catalog_resource import (
+from floe_dagster_iceberg.catalog_config import (
     HOME_ENV_VAR,
     CustomCatalogConfig,
     EmbeddedCatalogConfig,
-    IcebergCatalogResource,
     RestCatalogConfig,
     S3StorageConfig,
     SqlCatalogConfig,
@@ -71,6 +70,7 @@ from floe_dagster_iceberg.models import (
     WriteMode,
     WriteResult,
 )
+from floe_dagster_iceberg.resource import IcebergCatalogResource
 from floe_dagster_iceberg.telemetry import set_tracer_provider
 from floe_dagster_iceberg.version import __version__
 

@@ -25,7 +25,7 @@ from pydantic import Field
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 
-from floe_dagster_iceberg.catalog_resource import IcebergCatalogResource
+from floe_dagster_iceberg.resource import IcebergCatalogResource
 from floe_dagster_iceberg.errors import InvalidInputError, TableNotFoundError
 from floe_dagster_iceberg.identifiers import DEFAULT_NAMESPACE, asset_table_identifier
 from floe_dagster_iceberg.manager import IcebergTableManager

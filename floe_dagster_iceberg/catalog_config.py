@@ -1,0 +1,167 @@
+"""Typed catalog and storage configs: embedded (the default), SQL, REST and any other catalog.
+
+Each config turns into PyIceberg catalog properties; secrets come through ``dagster.EnvVar`` and
+are hidden in ``repr``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from dagster import Config
+from pydantic import Field
+
+from floe_dagster_iceberg.redaction import RedactedRepr
+
+__all__ = [
+    "HOME_ENV_VAR",
+    "CustomCatalogConfig",
+    "EmbeddedCatalogConfig",
+    "RestCatalogConfig",
+    "S3StorageConfig",
+    "SqlCatalogConfig",
+    "default_home",
+]
+
+HOME_ENV_VAR = "FLOE_ICEBERG_HOME"
+"""Environment variable that moves the embedded catalog and warehouse (default ``./.floe``)."""
+
+
+def default_home() -> Path:
+    """Directory of the embedded catalog and warehouse: ``$FLOE_ICEBERG_HOME`` or ``./.floe``."""
+    return Path(os.environ.get(HOME_ENV_VAR) or Path.cwd() / ".floe").resolve()
+
+
+class SqlCatalogConfig(RedactedRepr, Config):
+    """A PyIceberg SQL catalog (SQLite or PostgreSQL) and its warehouse.
+
+    Example:
+        >>> SqlCatalogConfig(
+        ...     uri="postgresql+psycopg2://user:pw@db:5432/iceberg",
+        ...     warehouse="s3://lake/warehouse",
+        ... ).type
+        'sql'
+    """
+
+    type: Literal["sql"] = "sql"
+    uri: str = Field(
+        description="SQLAlchemy URI, e.g. sqlite:////data/catalog.db or postgresql+psycopg2://..."
+    )
+    warehouse: str = Field(
+        description="Root of new tables, e.g. file:///data/warehouse or s3://bucket/path"
+    )
+
+    def to_properties(self) -> dict[str, str]:
+        return {"type": "sql", "uri": self.uri, "warehouse": self.warehouse}
+
+
+class RestCatalogConfig(RedactedRepr, Config):
+    """An Iceberg REST catalog (Polaris, Lakekeeper, Nessie, Gravitino, SeaweedFS, ...).
+
+    Give ``credential`` (``client_id:client_secret`` for OAuth2) or ``token``, best through
+    ``dagster.EnvVar`` so the secret never lands in code or config files.
+
+    Example:
+        >>> RestCatalogConfig(uri="https://polaris.example.com/api/catalog", warehouse="lake").type
+        'rest'
+    """
+
+    type: Literal["rest"] = "rest"
+    uri: str = Field(description="Base URI of the REST catalog")
+    warehouse: str | None = Field(default=None, description="Warehouse name or location")
+    credential: str | None = Field(
+        default=None, description="OAuth2 client credential 'id:secret'", repr=False
+    )
+    token: str | None = Field(default=None, description="Bearer token", repr=False)
+    scope: str | None = Field(default=None, description="OAuth2 scope, e.g. PRINCIPAL_ROLE:ALL")
+    oauth2_server_uri: str | None = Field(
+        default=None, description="OAuth2 token endpoint if not the catalog's"
+    )
+    prefix: str | None = Field(default=None, description="Path prefix some catalogs need")
+
+    def to_properties(self) -> dict[str, str]:
+        properties = {
+            "type": "rest",
+            "uri": self.uri,
+            "warehouse": self.warehouse,
+            "credential": self.credential,
+            "token": self.token,
+            "scope": self.scope,
+            "oauth2-server-uri": self.oauth2_server_uri,
+            "prefix": self.prefix,
+        }
+        return {key: value for key, value in properties.items() if value is not None}
+
+
+class CustomCatalogConfig(RedactedRepr, Config):
+    """Any other PyIceberg catalog (glue, hive, dynamodb, ...) given by its own properties.
+
+    Example:
+        >>> CustomCatalogConfig(properties={"type": "glue", "glue.region": "eu-west-1"}).type
+        'custom'
+    """
+
+    type: Literal["custom"] = "custom"
+    properties: dict[str, str] = Field(
+        description="PyIceberg catalog properties, including 'type' (secrets hidden in repr)"
+    )
+
+    def to_properties(self) -> dict[str, str]:
+        return dict(self.properties)
+
+
+class S3StorageConfig(RedactedRepr, Config):
+    """S3-compatible object storage for the FileIO (AWS S3, SeaweedFS, MinIO, Ceph, R2, ...).
+
+    Example:
+        >>> S3StorageConfig(endpoint="http://127.0.0.1:8333", region="us-east-1").to_properties()["s3.endpoint"]
+        'http://127.0.0.1:8333'
+    """
+
+    endpoint: str | None = Field(default=None, description="Endpoint URL; omit for AWS S3")
+    region: str | None = Field(default=None, description="Region, e.g. us-east-1")
+    access_key_id: str | None = Field(default=None, repr=False)
+    secret_access_key: str | None = Field(default=None, repr=False)
+    session_token: str | None = Field(default=None, repr=False)
+    path_style_access: bool | None = Field(default=None, description="Force path-style URLs")
+
+    def to_properties(self) -> dict[str, str]:
+        properties = {
+            "s3.endpoint": self.endpoint,
+            "s3.region": self.region,
+            "s3.access-key-id": self.access_key_id,
+            "s3.secret-access-key": self.secret_access_key,
+            "s3.session-token": self.session_token,
+            "s3.force-virtual-addressing": None
+            if self.path_style_access is None
+            else str(not self.path_style_access).lower(),
+        }
+        return {key: value for key, value in properties.items() if value is not None}
+
+
+class EmbeddedCatalogConfig(RedactedRepr, Config):
+    """The zero-config default: SQLite catalog and local warehouse under ``$FLOE_ICEBERG_HOME``.
+
+    Example:
+        >>> EmbeddedCatalogConfig().type
+        'embedded'
+    """
+
+    type: Literal["embedded"] = "embedded"
+    home: str | None = Field(
+        default=None,
+        description="Directory for catalog.db and warehouse/ (default: $FLOE_ICEBERG_HOME or ./.floe)",
+    )
+
+    def home_path(self) -> Path:
+        return Path(self.home).resolve() if self.home else default_home()
+
+    def to_properties(self) -> dict[str, str]:
+        home = self.home_path()
+        return {
+            "type": "sql",
+            "uri": f"sqlite:///{home / 'catalog.db'}",
+            "warehouse": (home / "warehouse").as_uri(),
+        }
