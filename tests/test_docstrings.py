@@ -10,7 +10,7 @@ import floe_dagster_iceberg
 
 MODULES = sorted(
     name
-    for _, name, _ in pkgutil.iter_modules(floe_dagster_iceberg.__path__, "floe_dagster_iceberg.")
+    for _, name, _ in pkgutil.walk_packages(floe_dagster_iceberg.__path__, "floe_dagster_iceberg.")
 )
 
 
