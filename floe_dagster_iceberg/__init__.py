@@ -15,7 +15,10 @@ from floe_dagster_iceberg.catalog_config import (
     SqlCatalogConfig,
 )
 from floe_dagster_iceberg.checks import build_iceberg_health_checks
-from floe_dagster_iceberg.components import IcebergHealthChecksModel, IcebergMaintenanceComponent
+from floe_dagster_iceberg.components import (
+    IcebergHealthChecksModel,
+    IcebergMaintenanceComponent,
+)
 from floe_dagster_iceberg.errors import (
     CatalogConnectionError,
     CatalogSetupError,
@@ -29,6 +32,15 @@ from floe_dagster_iceberg.errors import (
     UpsertKeyError,
 )
 from floe_dagster_iceberg.io_manager import IcebergIOManager, create_iceberg_resources
+from floe_dagster_iceberg.jobs import (
+    MaintenanceStep,
+    build_iceberg_compaction_sensor,
+    build_iceberg_maintenance_definitions,
+    build_iceberg_maintenance_job,
+    build_iceberg_maintenance_op,
+    build_iceberg_maintenance_schedule,
+    iceberg_asset_tables,
+)
 from floe_dagster_iceberg.lineage import LineageConfig, flush_lineage, track_maintenance
 from floe_dagster_iceberg.maintenance import (
     CompactionResult,
@@ -38,15 +50,6 @@ from floe_dagster_iceberg.maintenance import (
     RewriteManifestsResult,
     SkippedPartition,
     TableHealth,
-)
-from floe_dagster_iceberg.maintenance_jobs import (
-    MaintenanceStep,
-    build_iceberg_compaction_sensor,
-    build_iceberg_maintenance_definitions,
-    build_iceberg_maintenance_job,
-    build_iceberg_maintenance_op,
-    build_iceberg_maintenance_schedule,
-    iceberg_asset_tables,
 )
 from floe_dagster_iceberg.manager import CreateTableResult, IcebergTableManager
 from floe_dagster_iceberg.models import (

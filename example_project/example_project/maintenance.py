@@ -12,7 +12,7 @@ import dagster as dg
 
 from example_project.assets import all_assets
 from floe_dagster_iceberg.checks import build_iceberg_health_checks
-from floe_dagster_iceberg.maintenance_jobs import (
+from floe_dagster_iceberg.jobs import (
     build_iceberg_maintenance_job,
     build_iceberg_maintenance_schedule,
 )

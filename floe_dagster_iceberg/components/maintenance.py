@@ -1,5 +1,9 @@
 """A ``dg`` component that declares Iceberg table maintenance in a ``defs.yaml``.
 
+Its attributes are the :class:`~floe_dagster_iceberg.jobs.options.MaintenanceOptions` fields
+(the same names, units and checks as the Python builders and the op's run config) plus the
+selection, names and triggers of :func:`~floe_dagster_iceberg.jobs.build_iceberg_maintenance_definitions`.
+
 Example ``defs/maintenance/defs.yaml``:
 
 .. code-block:: yaml
@@ -10,12 +14,15 @@ Example ``defs/maintenance/defs.yaml``:
                                    # none of them: every Iceberg asset of the code location
       nightly_cron: "0 3 * * *"    # snapshot expiry + orphan cleanup
       compaction_after_backfills: true
+      target_file_size_bytes: 128MiB
       retain_last: 5
       health_checks:
         max_small_file_ratio: 0.5
         max_snapshots: 200
 
-Every job, schedule and sensor it creates is STOPPED until switched on in the UI.
+Every job, schedule and sensor it creates is STOPPED until switched on in the UI. Its names
+start with ``name_prefix``, by default ``iceberg_component``, so they never collide with those
+of ``build_iceberg_maintenance_definitions()`` (prefix ``iceberg``) in the same code location.
 """
 
 from datetime import timedelta
@@ -25,10 +32,18 @@ from pydantic import Field, model_validator
 
 from floe_dagster_iceberg.checks import build_iceberg_health_checks
 from floe_dagster_iceberg.identifiers import DEFAULT_NAMESPACE
-from floe_dagster_iceberg.maintenance import DEFAULT_ORPHAN_AGE
-from floe_dagster_iceberg.maintenance_jobs import build_iceberg_maintenance_definitions
+from floe_dagster_iceberg.jobs.definitions import build_iceberg_maintenance_definitions
+from floe_dagster_iceberg.jobs.op import DEFAULT_RESOURCE_KEY
+from floe_dagster_iceberg.jobs.options import MaintenanceOptions
+from floe_dagster_iceberg.jobs.selection import DEFAULT_IO_MANAGER_KEY
 
-__all__ = ["IcebergHealthChecksModel", "IcebergMaintenanceComponent"]
+__all__ = [
+    "DEFAULT_COMPONENT_NAME_PREFIX",
+    "IcebergHealthChecksModel",
+    "IcebergMaintenanceComponent",
+]
+
+DEFAULT_COMPONENT_NAME_PREFIX = "iceberg_component"
 
 
 class IcebergHealthChecksModel(dg.Model, dg.Resolvable):
@@ -57,7 +72,7 @@ class IcebergHealthChecksModel(dg.Model, dg.Resolvable):
         return self
 
 
-class IcebergMaintenanceComponent(dg.Component, dg.Model, dg.Resolvable):
+class IcebergMaintenanceComponent(dg.Component, MaintenanceOptions, dg.Resolvable):
     """Iceberg table maintenance for a project, declared in ``defs.yaml``.
 
     Creates the jobs ``<name_prefix>_nightly_maintenance`` (snapshot expiry + orphan cleanup)
@@ -67,13 +82,14 @@ class IcebergMaintenanceComponent(dg.Component, dg.Model, dg.Resolvable):
 
     Tables: ``tables`` (``namespace.table``), ``namespaces``, ``assets`` (asset keys such as
     ``sales/orders``); with none of them, every asset of the code location whose IO manager is
-    ``io_manager_key``. Options left out (null) come from each table's own properties
-    (``history.expire.*``, ``write.target-file-size-bytes``).
+    ``io_manager_key``. Maintenance options are the fields of
+    :class:`~floe_dagster_iceberg.jobs.options.MaintenanceOptions`; left out (null), they come
+    from each table's own properties (``history.expire.*``, ``write.target-file-size-bytes``).
 
     Example:
         >>> component = IcebergMaintenanceComponent(namespaces=["sales"], retain_last=5)
-        >>> component.nightly_cron
-        '0 3 * * *'
+        >>> component.nightly_cron, component.options.retain_last
+        ('0 3 * * *', 5)
     """
 
     tables: list[str] = Field(default_factory=list, description="Tables as 'namespace.table'")
@@ -83,12 +99,16 @@ class IcebergMaintenanceComponent(dg.Component, dg.Model, dg.Resolvable):
     assets: list[str] = Field(
         default_factory=list, description="Maintain the tables of these asset keys ('a/b')"
     )
-    name_prefix: str = Field(default="iceberg", description="Prefix of job and schedule names")
+    name_prefix: str = Field(
+        default=DEFAULT_COMPONENT_NAME_PREFIX,
+        description="Prefix of job, schedule, sensor and check names",
+    )
     resource_key: str = Field(
-        default="iceberg_catalog", description="Resource key of the IcebergCatalogResource"
+        default=DEFAULT_RESOURCE_KEY, description="Resource key of the IcebergCatalogResource"
     )
     io_manager_key: str = Field(
-        default="iceberg", description="IO manager key that marks an asset as Iceberg-backed"
+        default=DEFAULT_IO_MANAGER_KEY,
+        description="IO manager key that marks an asset as Iceberg-backed",
     )
     default_namespace: str = Field(
         default=DEFAULT_NAMESPACE, description="Namespace of assets whose key has no prefix"
@@ -109,36 +129,17 @@ class IcebergMaintenanceComponent(dg.Component, dg.Model, dg.Resolvable):
         default=15, ge=0, description="Minutes without materializations that end a burst"
     )
     execution_timezone: str = Field(default="UTC", description="Timezone of the cron schedules")
-    target_file_size_mb: float | None = Field(
-        default=None, description="Compacted file size; null: table property or 128 MiB"
-    )
-    min_input_files: int = Field(default=2, ge=1, description="Smallest bin worth rewriting")
-    expire_older_than_days: float | None = Field(
-        default=None, description="Snapshot age to expire; null: table property (7 days)"
-    )
-    retain_last: int | None = Field(
-        default=None, description="Snapshots always kept; null: table property (1)"
-    )
-    orphan_older_than_hours: float = Field(
-        default=DEFAULT_ORPHAN_AGE.total_seconds() / 3600,
-        ge=0,
-        description="Only unreferenced files older than this are removed",
-    )
-    orphan_dry_run: bool = Field(default=False, description="Report orphans, delete nothing")
     health_checks: IcebergHealthChecksModel | None = Field(
         default_factory=IcebergHealthChecksModel,
         description="Health checks on the listed assets; null: none",
     )
 
-    @model_validator(mode="after")
-    def _check_optional_numbers(self) -> "IcebergMaintenanceComponent":
-        if self.target_file_size_mb is not None and self.target_file_size_mb <= 0:
-            raise ValueError("target_file_size_mb must be positive (or null)")
-        if self.expire_older_than_days is not None and self.expire_older_than_days < 0:
-            raise ValueError("expire_older_than_days must not be negative (or null)")
-        if self.retain_last is not None and self.retain_last < 1:
-            raise ValueError("retain_last must be at least 1 (or null)")
-        return self
+    @property
+    def options(self) -> MaintenanceOptions:
+        """The maintenance options among the attributes."""
+        return MaintenanceOptions.model_validate(
+            self.model_dump(include=set(MaintenanceOptions.model_fields))
+        )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         """The maintenance jobs, schedules, sensor and checks this component declares."""
@@ -157,20 +158,7 @@ class IcebergMaintenanceComponent(dg.Component, dg.Model, dg.Resolvable):
             min_materializations=self.min_materializations,
             quiet_period=timedelta(minutes=self.quiet_period_minutes),
             execution_timezone=self.execution_timezone,
-            target_file_size_bytes=(
-                None
-                if self.target_file_size_mb is None
-                else int(self.target_file_size_mb * 1024 * 1024)
-            ),
-            min_input_files=self.min_input_files,
-            expire_older_than=(
-                None
-                if self.expire_older_than_days is None
-                else timedelta(days=self.expire_older_than_days)
-            ),
-            retain_last=self.retain_last,
-            orphan_older_than=timedelta(hours=self.orphan_older_than_hours),
-            orphan_dry_run=self.orphan_dry_run,
+            options=self.options,
         )
         if self.health_checks is None or not asset_keys:
             return definitions

@@ -11,19 +11,20 @@ import pyarrow as pa
 import pytest
 import yaml
 from dagster.components.testing import create_defs_folder_sandbox
+from floe_dagster_iceberg.models import WriteConfig
 
 import floe_dagster_iceberg
 from floe_dagster_iceberg import (
     EmbeddedCatalogConfig,
     IcebergCatalogResource,
+    build_iceberg_maintenance_definitions,
     create_iceberg_resources,
 )
 from floe_dagster_iceberg.components import IcebergMaintenanceComponent
-from floe_dagster_iceberg.maintenance_jobs import maintain_op_name
-from floe_dagster_iceberg.models import WriteConfig
+from floe_dagster_iceberg.jobs import MaintenanceOptions, maintain_op_name
 
 EXAMPLE_DEFS_YAML = (
-    Path(__file__).resolve().parents[1]
+    Path(__file__).resolve().parents[2]
     / "example_project"
     / "example_project"
     / "defs"
@@ -71,13 +72,16 @@ def test_defs_yaml_declares_jobs_schedules_sensor_and_checks(tmp_path):
             "nightly_cron": "30 2 * * *",
             "compaction_cron": "0 5 * * 0",
             "retain_last": 3,
-            "expire_older_than_days": 2,
-            "target_file_size_mb": 64,
+            "expire_older_than_hours": 48,
+            "target_file_size_bytes": "64MiB",
             "health_checks": {"max_snapshots": 50, "max_staleness_hours": None},
         }
     )
     try:
         assert isinstance(component, IcebergMaintenanceComponent)
+        assert component.options == MaintenanceOptions(
+            retain_last=3, expire_older_than_hours=48, target_file_size_bytes=64 * 1024 * 1024
+        )
         assert {job.name for job in defs.jobs} == {"lake_nightly_maintenance", "lake_compaction"}
         schedules = {s.name: s for s in defs.schedules}
         assert schedules["lake_nightly_maintenance_schedule"].cron_schedule == "30 2 * * *"
@@ -117,21 +121,21 @@ def test_component_maintenance_runs_on_real_tables(tmp_path):
             defs = dg.Definitions.merge(
                 component_defs, dg.Definitions(assets=[events], resources=resources)
             )
-            compaction = defs.get_job_def("iceberg_compaction")
+            compaction = defs.get_job_def("iceberg_component_compaction")
             assert compaction.execute_in_process(
                 instance=instance,
                 run_config={
                     "ops": {
-                        maintain_op_name("iceberg_compaction"): {
+                        maintain_op_name("iceberg_component_compaction"): {
                             "config": {"target_file_size_bytes": 10**7}
                         }
                     }
                 },
             ).success
-            nightly = defs.get_job_def("iceberg_nightly_maintenance")
+            nightly = defs.get_job_def("iceberg_component_nightly_maintenance")
             run_config = {
                 "ops": {
-                    maintain_op_name("iceberg_nightly_maintenance"): {
+                    maintain_op_name("iceberg_component_nightly_maintenance"): {
                         "config": {"expire_older_than_hours": 0.0}
                     }
                 }
@@ -143,6 +147,26 @@ def test_component_maintenance_runs_on_real_tables(tmp_path):
     assert len(table.inspect.data_files()) == 1
     assert len(table.snapshots()) == 1
     assert table.scan().to_arrow().num_rows == 8
+
+
+def test_default_names_do_not_collide_with_the_python_builder(tmp_path):
+    catalog_resource = IcebergCatalogResource(catalog=EmbeddedCatalogConfig(home=str(tmp_path)))
+    _, component_defs, close = _load({"health_checks": None})
+    try:
+        defs = dg.Definitions.merge(
+            component_defs,
+            build_iceberg_maintenance_definitions(),
+            dg.Definitions(resources=create_iceberg_resources(catalog_resource)),
+        )
+        dg.Definitions.validate_loadable(defs)
+        assert {job.name for job in defs.jobs} == {
+            "iceberg_component_nightly_maintenance",
+            "iceberg_component_compaction",
+            "iceberg_nightly_maintenance",
+            "iceberg_compaction",
+        }
+    finally:
+        close()
 
 
 def _messages(error: BaseException) -> str:

@@ -1,0 +1,157 @@
+"""The maintenance steps: one registry entry per step.
+
+An entry names the step, the engine method it calls (with the options it reads, which become
+the op's run config), and how its result turns into Dagster metadata: the observation logged on
+the table's asset, the one-line summary per table and the totals of the run.
+
+Example:
+    >>> [step.name for step in STEPS.values()]
+    ['compact', 'rewrite_manifests', 'expire_snapshots', 'remove_orphan_files', 'table_health']
+    >>> STEPS["expire_snapshots"].options
+    ('expire_older_than_hours', 'retain_last')
+"""
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from floe_dagster_iceberg.jobs.options import MaintenanceOptions
+from floe_dagster_iceberg.maintenance import DEFAULT_TARGET_FILE_SIZE_BYTES, TableHealth
+
+__all__ = [
+    "COMPACTION_STEPS",
+    "DEFAULT_MAINTENANCE_STEPS",
+    "NIGHTLY_STEPS",
+    "STEPS",
+    "MaintenanceStep",
+    "Step",
+    "check_steps",
+]
+
+MaintenanceStep = Literal[
+    "compact", "rewrite_manifests", "expire_snapshots", "remove_orphan_files", "table_health"
+]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One maintenance step: what it runs and how its result is reported."""
+
+    name: MaintenanceStep
+    run: Callable[[Any, str, MaintenanceOptions], Any]
+    """``(manager, table, options) -> result`` (None: nothing but the observation)."""
+    options: tuple[str, ...] = ()
+    """The :class:`MaintenanceOptions` fields it reads: its run config."""
+    totals: tuple[str, ...] = ()
+    """Result metrics summed over the tables in the run metadata (``<step>/<metric>``)."""
+    summary: Callable[[Mapping[str, Any]], str] = lambda _: "observed"
+    """One line per table from the result's metrics."""
+
+    def describe(self, result: Any) -> str:
+        """What the step did to one table, in a few words."""
+        return "observed" if result is None else self.summary(result.as_metrics())
+
+    def observation_metadata(self, health: TableHealth, result: Any) -> dict[str, Any]:
+        """Metadata of the observation logged on the table's asset after the step."""
+        metadata: dict[str, Any] = {
+            f"iceberg/{key}": value
+            for key, value in health.as_metrics().items()
+            if value is not None
+        }
+        metadata["dagster/row_count"] = health.rows
+        metadata["iceberg/maintenance_step"] = self.name
+        if result is not None:
+            for key, value in result.as_metrics().items():
+                if value is not None:
+                    metadata[f"iceberg/{self.name}/{key}"] = value
+        return metadata
+
+
+def _compact(manager: Any, table: str, options: MaintenanceOptions) -> Any:
+    target = options.target_file_size_bytes
+    if target is None:
+        properties = manager.load_table(table).properties
+        target = int(properties.get("write.target-file-size-bytes", DEFAULT_TARGET_FILE_SIZE_BYTES))
+    return manager.compact(
+        table, target_file_size_bytes=target, min_input_files=options.min_input_files
+    )
+
+
+STEPS: Mapping[MaintenanceStep, Step] = {
+    step.name: step
+    for step in (
+        Step(
+            "compact",
+            _compact,
+            options=("target_file_size_bytes", "min_input_files"),
+            totals=("files_rewritten", "bytes_rewritten", "files_added", "bytes_added"),
+            summary=lambda m: (
+                f"{m['files_rewritten']} files ({m['bytes_rewritten']} B) -> "
+                f"{m['files_added']} files in {m['partitions_compacted']} partition(s), "
+                f"{m['partitions_skipped']} skipped"
+            ),
+        ),
+        Step(
+            "rewrite_manifests",
+            lambda manager, table, _: manager.rewrite_manifests(table),
+            totals=("manifests_before", "manifests_after"),
+            summary=lambda m: f"{m['manifests_before']} -> {m['manifests_after']} manifests",
+        ),
+        Step(
+            "expire_snapshots",
+            lambda manager, table, options: manager.expire_snapshots(
+                table, older_than=options.expire_older_than, retain_last=options.retain_last
+            ),
+            options=("expire_older_than_hours", "retain_last"),
+            totals=("snapshots_expired", "files_deleted", "bytes_freed"),
+            summary=lambda m: (
+                f"{m['snapshots_expired']} snapshots expired, {m['files_deleted']} files "
+                f"({m['bytes_freed']} B) deleted"
+            ),
+        ),
+        Step(
+            "remove_orphan_files",
+            lambda manager, table, options: manager.remove_orphan_files(
+                table, older_than=options.orphan_older_than, dry_run=options.orphan_dry_run
+            ),
+            options=("orphan_older_than_hours", "orphan_dry_run"),
+            totals=("orphan_files", "files_deleted", "bytes_freed"),
+            summary=lambda m: (
+                f"{m['orphan_files']} orphan files, {m['files_deleted']} deleted "
+                f"({m['bytes_freed']} B)"
+            ),
+        ),
+        # The observation (storage health, logged after every step) is the result.
+        Step("table_health", lambda manager, table, options: None),
+    )
+}
+
+DEFAULT_MAINTENANCE_STEPS: tuple[MaintenanceStep, ...] = (
+    "compact",
+    "rewrite_manifests",
+    "expire_snapshots",
+    "remove_orphan_files",
+)
+"""Everything, in the order that frees the most: compaction first, then expiry removes the
+files compaction replaced."""
+NIGHTLY_STEPS: tuple[MaintenanceStep, ...] = ("expire_snapshots", "remove_orphan_files")
+COMPACTION_STEPS: tuple[MaintenanceStep, ...] = ("compact", "rewrite_manifests")
+
+
+def check_steps(steps: Sequence[str]) -> tuple[Step, ...]:
+    """The registry entries of ``steps``, in order; unknown or no steps are refused.
+
+    Example:
+        >>> [step.name for step in check_steps(["expire_snapshots", "table_health"])]
+        ['expire_snapshots', 'table_health']
+        >>> check_steps(["vacuum"])
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown maintenance step(s) ['vacuum']; use compact, rewrite_manifests, expire_snapshots, remove_orphan_files, table_health
+    """
+    if not steps:
+        raise ValueError("steps is empty: name at least one maintenance step")
+    unknown = [s for s in steps if s not in STEPS]
+    if unknown:
+        raise ValueError(f"unknown maintenance step(s) {unknown}; use {', '.join(STEPS)}")
+    return tuple(STEPS[s] for s in steps)  # type: ignore[index]

@@ -1,0 +1,67 @@
+"""A maintenance job run end to end: every step on every listed table."""
+
+import datetime as dt
+
+import dagster as dg
+
+from floe_dagster_iceberg.jobs import build_iceberg_maintenance_job, maintain_op_name
+
+from .support import (
+    append_times,
+    appending_asset,
+    data_files_on_disk,
+    not_iceberg,
+    output_metadata,
+)
+
+
+def test_job_maintains_listed_assets_with_observations_and_run_metadata(
+    resources, catalog_resource, instance
+):
+    orders, customers = appending_asset("orders"), appending_asset("customers")
+    append_times(catalog_resource, [orders, customers], 6)
+    manager = catalog_resource.get_manager()
+    rows_before = {t: manager.scan(t).sort_by("id") for t in ("lake.orders", "lake.customers")}
+    assert len(data_files_on_disk(manager.load_table("lake.orders"))) == 6
+    job = build_iceberg_maintenance_job(
+        "lake_maintenance",
+        assets=[orders, customers],
+        target_file_size_bytes=10**7,
+        expire_older_than_hours=dt.timedelta(0),
+        retain_last=1,
+        orphan_older_than_hours=0,
+    )
+    defs = dg.Definitions(assets=[orders, customers, not_iceberg], jobs=[job], resources=resources)
+
+    result = defs.get_job_def("lake_maintenance").execute_in_process(instance=instance)
+
+    assert result.success
+    node = maintain_op_name("lake_maintenance")
+    observations = result.asset_observations_for_node(node)
+    keys = {o.asset_key for o in observations}
+    assert keys == {dg.AssetKey(["lake", "orders"]), dg.AssetKey(["lake", "customers"])}
+    assert len(observations) == 8  # 4 steps x 2 tables
+    last = {o.asset_key: o.metadata for o in observations}
+    orders_health = last[dg.AssetKey(["lake", "orders"])]
+    assert orders_health["iceberg/data_files"].value == 1
+    assert orders_health["iceberg/snapshots"].value == 1
+    assert orders_health["dagster/row_count"].value == 18
+    compaction = next(
+        o.metadata
+        for o in observations
+        if o.metadata["iceberg/maintenance_step"].value == "compact"
+    )
+    assert compaction["iceberg/compact/files_rewritten"].value == 6
+    metadata = output_metadata(result, node)
+    assert metadata["tables"] == ["lake.customers", "lake.orders"]
+    assert metadata["compact/files_rewritten"] == 12
+    assert (
+        metadata["expire_snapshots/snapshots_expired"] == 14
+    )  # 6 appends + compaction + rewrite, 1 kept
+    assert metadata["expire_snapshots/files_deleted"] > 12
+    assert "lake.orders" in metadata["compact/summary"]
+    assert metadata["failed_tables"] == []
+    for table, rows in rows_before.items():
+        loaded = manager.load_table(table)
+        assert len(data_files_on_disk(loaded)) == 1
+        assert manager.scan(table).sort_by("id").equals(rows)
