@@ -11,7 +11,6 @@ import pyarrow as pa
 import pytest
 import yaml
 from dagster.components.testing import create_defs_folder_sandbox
-from floe_dagster_iceberg.models import WriteConfig
 
 import floe_dagster_iceberg
 from floe_dagster_iceberg import (
@@ -22,6 +21,7 @@ from floe_dagster_iceberg import (
 )
 from floe_dagster_iceberg.components import IcebergMaintenanceComponent
 from floe_dagster_iceberg.jobs import MaintenanceOptions, maintain_op_name
+from floe_dagster_iceberg.models import WriteConfig
 
 EXAMPLE_DEFS_YAML = (
     Path(__file__).resolve().parents[2]

@@ -6,7 +6,6 @@ import sys
 
 import dagster as dg
 import pyarrow as pa
-from floe_dagster_iceberg.models import WriteConfig
 
 from floe_dagster_iceberg import EmbeddedCatalogConfig, IcebergCatalogResource
 from floe_dagster_iceberg.jobs import (
@@ -14,6 +13,7 @@ from floe_dagster_iceberg.jobs import (
     iceberg_asset_tables,
     maintain_op_name,
 )
+from floe_dagster_iceberg.models import WriteConfig
 
 from .support import append_times, appending_asset, not_iceberg
 
