@@ -15,10 +15,39 @@ from floe_dagster_iceberg.catalog_config import (
     SqlCatalogConfig,
 )
 from floe_dagster_iceberg.checks import build_iceberg_health_checks
-from floe_dagster_iceberg.components import (
-    IcebergHealthChecksModel,
-    IcebergMaintenanceComponent,
+from floe_dagster_iceberg.components import IcebergHealthChecksModel, IcebergMaintenanceComponent
+from floe_dagster_iceberg.engine.config import (
+    ColumnSpec,
+    NullOrder,
+    PartitionField,
+    PartitionSpecUpdateMode,
+    PartitionTransform,
+    RetryPolicy,
+    SchemaChange,
+    SchemaChangeKind,
+    SchemaUpdateMode,
+    SchemaVersion,
+    SnapshotInfo,
+    SortDirection,
+    SortField,
+    TableConfig,
+    TableSchema,
+    UpsertScope,
+    WriteConfig,
+    WriteMode,
+    WriteResult,
 )
+from floe_dagster_iceberg.engine.maintenance import (
+    CompactionResult,
+    ExpireSnapshotsResult,
+    OrphanFilesResult,
+    PartitionCompaction,
+    RewriteManifestsResult,
+    SkippedPartition,
+    TableHealth,
+)
+from floe_dagster_iceberg.engine.manager import CreateTableResult, IcebergTableManager
+from floe_dagster_iceberg.engine.telemetry import set_tracer_provider
 from floe_dagster_iceberg.errors import (
     CatalogConnectionError,
     CatalogSetupError,
@@ -42,39 +71,7 @@ from floe_dagster_iceberg.jobs import (
     iceberg_asset_tables,
 )
 from floe_dagster_iceberg.lineage import LineageConfig, flush_lineage, track_maintenance
-from floe_dagster_iceberg.maintenance import (
-    CompactionResult,
-    ExpireSnapshotsResult,
-    OrphanFilesResult,
-    PartitionCompaction,
-    RewriteManifestsResult,
-    SkippedPartition,
-    TableHealth,
-)
-from floe_dagster_iceberg.manager import CreateTableResult, IcebergTableManager
-from floe_dagster_iceberg.models import (
-    ColumnSpec,
-    NullOrder,
-    PartitionField,
-    PartitionSpecUpdateMode,
-    PartitionTransform,
-    RetryPolicy,
-    SchemaChange,
-    SchemaChangeKind,
-    SchemaUpdateMode,
-    SchemaVersion,
-    SnapshotInfo,
-    SortDirection,
-    SortField,
-    TableConfig,
-    TableSchema,
-    UpsertScope,
-    WriteConfig,
-    WriteMode,
-    WriteResult,
-)
 from floe_dagster_iceberg.resource import IcebergCatalogResource
-from floe_dagster_iceberg.telemetry import set_tracer_provider
 from floe_dagster_iceberg.version import __version__
 
 __all__ = [

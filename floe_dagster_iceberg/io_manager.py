@@ -25,11 +25,7 @@ from pydantic import Field
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 
-from floe_dagster_iceberg.resource import IcebergCatalogResource
-from floe_dagster_iceberg.errors import InvalidInputError, TableNotFoundError
-from floe_dagster_iceberg.identifiers import DEFAULT_NAMESPACE, asset_table_identifier
-from floe_dagster_iceberg.manager import IcebergTableManager
-from floe_dagster_iceberg.models import (
+from floe_dagster_iceberg.engine.config import (
     PartitionSpecUpdateMode,
     RetryPolicy,
     SchemaUpdateMode,
@@ -38,10 +34,15 @@ from floe_dagster_iceberg.models import (
     WriteMode,
     WriteResult,
 )
-from floe_dagster_iceberg.schema import arrow_to_iceberg_schema, type_to_string
+from floe_dagster_iceberg.engine.identifiers import DEFAULT_NAMESPACE, asset_table_identifier
+from floe_dagster_iceberg.engine.manager import IcebergTableManager
+from floe_dagster_iceberg.engine.schema_evolution import arrow_to_iceberg_schema, type_to_string
+from floe_dagster_iceberg.errors import InvalidInputError, TableNotFoundError
+from floe_dagster_iceberg.resource import IcebergCatalogResource
 from floe_dagster_iceberg.slices import (
     PartitionSlice,
     build_partition_slice,
+    count_rows,
     parse_partition_spec_metadata,
 )
 from floe_dagster_iceberg.version import __version__
@@ -122,8 +123,11 @@ class IcebergIOManager(ConfigurableIOManager):
             + f": snapshot {result.snapshot_id}, +{result.rows_added} / -{result.rows_deleted} rows, "
             f"{result.commit_attempts} commit attempt(s)"
         )
+        written = data.num_rows if isinstance(data, pa.Table) else None
         context.add_output_metadata(
-            self._output_metadata(manager, identifier, result, partition_slice, table, config.mode)
+            self._output_metadata(
+                manager, identifier, result, partition_slice, table, config.mode, written
+            )
         )
 
     def _write_config(
@@ -207,8 +211,9 @@ class IcebergIOManager(ConfigurableIOManager):
         partition_slice: PartitionSlice | None,
         table: Table,
         mode: WriteMode,
+        written: int | None,
     ) -> dict[str, Any]:
-        rows = manager.count(table, partition_slice.iceberg if partition_slice else None)
+        rows = _rows_after_write(manager, table, partition_slice, mode, written)
         metadata: dict[str, Any] = {
             "dagster/row_count": MetadataValue.int(rows),
             "dagster/column_schema": _dagster_schema(table.schema()),
@@ -277,15 +282,28 @@ class IcebergIOManager(ConfigurableIOManager):
                     ),
                     column_types=_column_types(table, None),
                 )
-            row_filter = partition_slice.iceberg if partition_slice else None
+            row_filter = partition_slice.scan_filter if partition_slice else None
+            # A slice of many keys is read within its key range; its exact keys then select
+            # the rows, which needs the key columns even when the input asks for others.
+            scan_columns = columns
+            if columns and partition_slice is not None and not partition_slice.scan_is_exact:
+                scan_columns = list(dict.fromkeys([*columns, *partition_slice.filter_columns]))
             wanted = _wanted_type(context)
             rows = None
             if wanted is pl.LazyFrame:
                 loaded = _lazy_frame(manager, table, partition_slice, columns, read)
             elif wanted is pa.RecordBatchReader:
-                loaded = manager.scan_batches(table, row_filter, columns, **read)
+                loaded = manager.scan_batches(table, row_filter, scan_columns, **read)
+                if partition_slice is not None:
+                    loaded = partition_slice.keep_batches(loaded)
+                if scan_columns != columns:
+                    loaded = _select_batches(loaded, columns)
             else:
-                arrow = manager.scan(table, row_filter, columns, **read)
+                arrow = manager.scan(table, row_filter, scan_columns, **read)
+                if partition_slice is not None:
+                    arrow = partition_slice.keep(arrow)
+                if scan_columns != columns:
+                    arrow = arrow.select(columns)
                 rows = arrow.num_rows
                 loaded = pl.from_arrow(arrow) if wanted is pl.DataFrame else arrow
         except Exception as error:
@@ -362,6 +380,26 @@ def _snapshot_read(
     return snapshot.snapshot_id if snapshot else None
 
 
+def _rows_after_write(
+    manager: IcebergTableManager,
+    table: Table,
+    partition_slice: PartitionSlice | None,
+    mode: WriteMode,
+    written: int | None,
+) -> int:
+    """Rows of the run's slice (of the whole table when unpartitioned) after the write.
+
+    Never a scan of the rows: an overwrite left exactly the rows it wrote in its slice; the
+    whole table's count is in the snapshot summary; appends and upserts into a slice are
+    counted from file metadata (:func:`~floe_dagster_iceberg.slices.count_rows`).
+    """
+    if partition_slice is None:
+        return manager.count(table, None)
+    if mode is WriteMode.OVERWRITE and written is not None:
+        return written
+    return count_rows(manager, table, partition_slice)
+
+
 def _load_if_exists(manager: IcebergTableManager, identifier: tuple[str, str]) -> Table | None:
     try:
         return manager.load_table(identifier)
@@ -407,6 +445,16 @@ def _lazy_to_reader(frame: pl.LazyFrame) -> pa.RecordBatchReader:
     def batches() -> Iterator[pa.RecordBatch]:
         for chunk in frame.collect_batches():
             yield from chunk.to_arrow().cast(schema).to_batches()
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def _select_batches(reader: pa.RecordBatchReader, columns: list[str]) -> pa.RecordBatchReader:
+    schema = pa.schema([reader.schema.field(name) for name in columns])
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in reader:
+            yield batch.select(columns)
 
     return pa.RecordBatchReader.from_batches(schema, batches())
 
@@ -479,7 +527,7 @@ def _lazy_frame(
         snapshot_id = manager.snapshot_id_for(table, as_of=read.get("as_of"), ref=read.get("ref"))
     frame = pl.scan_iceberg(table, snapshot_id=snapshot_id)
     if partition_slice is not None:
-        frame = frame.filter(partition_slice.polars)
+        frame = partition_slice.keep_lazy(frame)
     if columns:
         frame = frame.select(columns)
     return frame

@@ -254,7 +254,7 @@ class _RedactingFilter(logging.Filter):
 _LOGGERS = (
     "floe_dagster_iceberg",
     "floe_dagster_iceberg.lineage",
-    "floe_dagster_iceberg.maintenance",
+    "floe_dagster_iceberg.engine.maintenance",
 )
 _FILTER = _RedactingFilter()
 

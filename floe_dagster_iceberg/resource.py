@@ -24,7 +24,10 @@ from floe_dagster_iceberg.catalog_config import (
     S3StorageConfig,
     SqlCatalogConfig,
 )
-from floe_dagster_iceberg.catalog_setup import ensure_catalog_tables
+from floe_dagster_iceberg.engine.catalog_tables import ensure_catalog_tables
+from floe_dagster_iceberg.engine.config import RetryPolicy
+from floe_dagster_iceberg.engine.manager import IcebergTableManager
+from floe_dagster_iceberg.engine.telemetry import resolve_tracer_provider
 from floe_dagster_iceberg.errors import (
     CatalogConnectionError,
     CatalogSetupError,
@@ -37,10 +40,7 @@ from floe_dagster_iceberg.lineage import (
     LineageEmitter,
     lineage_emitter,
 )
-from floe_dagster_iceberg.manager import IcebergTableManager
-from floe_dagster_iceberg.models import RetryPolicy
 from floe_dagster_iceberg.redaction import RedactedRepr, redact, redact_uri
-from floe_dagster_iceberg.telemetry import resolve_tracer_provider
 
 __all__ = ["IcebergCatalogResource"]
 

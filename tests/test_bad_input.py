@@ -28,9 +28,9 @@ from floe_dagster_iceberg import (
     UpsertKeyError,
     create_iceberg_resources,
 )
-from floe_dagster_iceberg.identifiers import MAX_NAME_BYTES
-from floe_dagster_iceberg.manager import IcebergTableManager
-from floe_dagster_iceberg.models import PartitionField, WriteConfig
+from floe_dagster_iceberg.engine.config import PartitionField, WriteConfig
+from floe_dagster_iceberg.engine.identifiers import MAX_NAME_BYTES
+from floe_dagster_iceberg.engine.manager import IcebergTableManager
 
 PARTS = (PartitionField(source_column="part"),)
 

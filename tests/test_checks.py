@@ -17,7 +17,7 @@ from floe_dagster_iceberg.checks import (
     STALENESS_CHECK,
     build_iceberg_health_checks,
 )
-from floe_dagster_iceberg.models import PartitionField, WriteConfig
+from floe_dagster_iceberg.engine.config import PartitionField, WriteConfig
 
 
 @dg.asset(key_prefix=["lake"], io_manager_key="iceberg", metadata={"write_mode": "append"})

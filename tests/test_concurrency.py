@@ -27,8 +27,8 @@ from reliability.workers import (
     write_partition,
 )
 
-from floe_dagster_iceberg.manager import IcebergTableManager
-from floe_dagster_iceberg.models import WriteConfig
+from floe_dagster_iceberg.engine.config import WriteConfig
+from floe_dagster_iceberg.engine.manager import IcebergTableManager
 
 WRITERS = 16
 ROWS_PER_PARTITION = 250

@@ -16,8 +16,8 @@ from pyiceberg.expressions import EqualTo
 from reliability.crash import kill, start_paused_writer
 from reliability.workers import PART_SPEC, partition_rows
 
-from floe_dagster_iceberg.manager import IcebergTableManager
-from floe_dagster_iceberg.models import PartitionField, WriteConfig
+from floe_dagster_iceberg.engine.config import PartitionField, WriteConfig
+from floe_dagster_iceberg.engine.manager import IcebergTableManager
 
 
 @pytest.fixture(params=["sqlite", "rest"])

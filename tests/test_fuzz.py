@@ -25,10 +25,10 @@ from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 from infra.catalogs import dispose_catalog, load_test_catalog, unique_name
 
+from floe_dagster_iceberg.engine.config import PartitionField, WriteConfig
+from floe_dagster_iceberg.engine.manager import IcebergTableManager
 from floe_dagster_iceberg.errors import IcebergError
 from floe_dagster_iceberg.io_manager import _to_arrow
-from floe_dagster_iceberg.manager import IcebergTableManager
-from floe_dagster_iceberg.models import PartitionField, WriteConfig
 
 MAX_ROWS = 6
 

@@ -8,6 +8,12 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "floe_dagster_iceberg"
 SEAM = PACKAGE / "engine" / "_pyiceberg.py"
+CROSS_CUTTING = (
+    "floe_dagster_iceberg.errors",
+    "floe_dagster_iceberg.redaction",
+    "floe_dagster_iceberg.version",
+)
+"""Modules without Dagster that the engine may use."""
 
 
 def _modules() -> list[Path]:
@@ -58,9 +64,53 @@ def test_engine_never_imports_dagster() -> None:
         if module.split(".")[0] in {"dagster", "dagster_graphql", "dagster_webserver"}
         or (
             module.startswith("floe_dagster_iceberg.")
-            and not module.startswith(
-                ("floe_dagster_iceberg.engine", "floe_dagster_iceberg.errors")
-            )
+            and not module.startswith(("floe_dagster_iceberg.engine", *CROSS_CUTTING))
         )
     ]
     assert offenders == []
+
+
+def test_cross_cutting_modules_never_import_dagster_or_the_face() -> None:
+    offenders = [
+        f"{name}: {module}"
+        for name in CROSS_CUTTING
+        for module, _ in _imports(PACKAGE.parent / (name.replace(".", "/") + ".py"))
+        if module.split(".")[0] == "dagster"
+        or module.startswith("floe_dagster_iceberg.")
+        and not module.startswith(CROSS_CUTTING)
+    ]
+    assert offenders == []
+
+
+def test_no_import_cycles() -> None:
+    """Module-level imports between the package's modules form no cycle."""
+    graph: dict[str, set[str]] = {}
+    for path in _modules():
+        name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        name = name.removesuffix(".__init__")
+        tree = ast.parse(path.read_text())
+        graph[name] = {
+            node.module
+            for node in tree.body
+            if isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.startswith("floe_dagster_iceberg")
+        }
+    cycles = []
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for target in graph.get(node, ()):
+            if state.get(target) == 1:
+                cycles.append(
+                    [*trail[trail.index(target) :], target] if target in trail else [node, target]
+                )
+            elif target in graph and state.get(target) is None:
+                visit(target, [*trail, target])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if state.get(node) is None:
+            visit(node, [node])
+    assert cycles == []

@@ -32,10 +32,10 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
-from floe_dagster_iceberg import maintenance
+from floe_dagster_iceberg.engine import maintenance
+from floe_dagster_iceberg.engine.config import RetryPolicy
+from floe_dagster_iceberg.engine.manager import IcebergTableManager
 from floe_dagster_iceberg.errors import InvalidInputError
-from floe_dagster_iceberg.manager import IcebergTableManager
-from floe_dagster_iceberg.models import RetryPolicy
 
 DAY0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 SCHEMA = Schema(

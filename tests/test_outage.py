@@ -30,9 +30,9 @@ from floe_dagster_iceberg import (
     S3StorageConfig,
     create_iceberg_resources,
 )
+from floe_dagster_iceberg.engine.config import WriteConfig
+from floe_dagster_iceberg.engine.manager import IcebergTableManager
 from floe_dagster_iceberg.errors import endpoint_of
-from floe_dagster_iceberg.manager import IcebergTableManager
-from floe_dagster_iceberg.models import WriteConfig
 
 
 def _rows(start: int, count: int, tag: str) -> pa.Table:

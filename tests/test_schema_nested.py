@@ -19,15 +19,15 @@ from infra.catalogs import dispose_catalog, load_test_catalog
 from pyiceberg.schema import Schema
 from pyiceberg.types import ListType, LongType, NestedField, StringType, StructType
 
-from floe_dagster_iceberg.errors import InvalidInputError, SchemaEvolutionError
-from floe_dagster_iceberg.manager import IcebergTableManager
-from floe_dagster_iceberg.models import SchemaUpdateMode, WriteConfig
-from floe_dagster_iceberg.schema import (
+from floe_dagster_iceberg.engine.config import SchemaUpdateMode, WriteConfig
+from floe_dagster_iceberg.engine.manager import IcebergTableManager
+from floe_dagster_iceberg.engine.schema_evolution import (
     arrow_to_iceberg_schema,
     conform_to_schema,
     plan_schema_update,
     type_to_string,
 )
+from floe_dagster_iceberg.errors import InvalidInputError, SchemaEvolutionError
 
 MODES = ["additive", "error"]
 

@@ -32,7 +32,7 @@ from floe_dagster_iceberg import (
     WriteConfig,
     create_iceberg_resources,
 )
-from floe_dagster_iceberg.telemetry import resolve_tracer_provider, set_tracer_provider
+from floe_dagster_iceberg.engine.telemetry import resolve_tracer_provider, set_tracer_provider
 
 EXPORTER = InMemorySpanExporter()
 PROVIDER = TracerProvider()

@@ -49,16 +49,16 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
+from floe_dagster_iceberg.engine.config import UpsertScope
+from floe_dagster_iceberg.engine.manager import IcebergTableManager
 from floe_dagster_iceberg.engine.snapshot import FileChange, produce_snapshot
-from floe_dagster_iceberg.errors import PartitionMismatchError, UpsertKeyError
-from floe_dagster_iceberg.manager import IcebergTableManager
-from floe_dagster_iceberg.models import UpsertScope
-from floe_dagster_iceberg.upsert import (
+from floe_dagster_iceberg.engine.upsert import (
     UpsertOutcome,
     UpsertPlan,
     plan_upsert,
     validate_upsert_input,
 )
+from floe_dagster_iceberg.errors import PartitionMismatchError, UpsertKeyError
 
 PARTS = ("p0", "p1", "p2")
 FAST_RETRIES = {"commit.retry.min-wait-ms": "1", "commit.retry.max-wait-ms": "5"}

@@ -8,7 +8,7 @@
 * :class:`PendingCommit` is one request to the catalog: updates, requirements, and the
   manifests written for it, deleted when the request is refused.
 * :class:`RetrySchedule` is the one retry policy: the table's ``commit.retry.*`` properties,
-  overridden by the caller's :class:`~floe_dagster_iceberg.models.RetryPolicy`.
+  overridden by the caller's :class:`~floe_dagster_iceberg.engine.config.RetryPolicy`.
 """
 
 from __future__ import annotations

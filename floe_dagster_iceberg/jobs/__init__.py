@@ -19,18 +19,12 @@ Example:
 """
 
 from floe_dagster_iceberg.jobs.definitions import build_iceberg_maintenance_definitions
-from floe_dagster_iceberg.jobs.job import (
-    build_iceberg_maintenance_job,
-    maintain_op_name,
-)
+from floe_dagster_iceberg.jobs.job import build_iceberg_maintenance_job, maintain_op_name
 from floe_dagster_iceberg.jobs.op import build_iceberg_maintenance_op
 from floe_dagster_iceberg.jobs.options import MaintenanceOptions
 from floe_dagster_iceberg.jobs.schedule import build_iceberg_maintenance_schedule
 from floe_dagster_iceberg.jobs.selection import AssetLike, iceberg_asset_tables
-from floe_dagster_iceberg.jobs.sensor import (
-    CompactionSensorCursor,
-    build_iceberg_compaction_sensor,
-)
+from floe_dagster_iceberg.jobs.sensor import CompactionSensorCursor, build_iceberg_compaction_sensor
 from floe_dagster_iceberg.jobs.steps import (
     COMPACTION_STEPS,
     DEFAULT_MAINTENANCE_STEPS,

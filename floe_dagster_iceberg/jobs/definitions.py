@@ -6,16 +6,12 @@ from typing import Any
 
 import dagster as dg
 
-from floe_dagster_iceberg.identifiers import DEFAULT_NAMESPACE
+from floe_dagster_iceberg.engine.identifiers import DEFAULT_NAMESPACE
 from floe_dagster_iceberg.jobs.job import build_iceberg_maintenance_job
 from floe_dagster_iceberg.jobs.op import DEFAULT_RESOURCE_KEY
 from floe_dagster_iceberg.jobs.options import MaintenanceOptions, maintenance_options
 from floe_dagster_iceberg.jobs.schedule import build_iceberg_maintenance_schedule
-from floe_dagster_iceberg.jobs.selection import (
-    DEFAULT_IO_MANAGER_KEY,
-    AssetLike,
-    asset_keys,
-)
+from floe_dagster_iceberg.jobs.selection import DEFAULT_IO_MANAGER_KEY, AssetLike, asset_keys
 from floe_dagster_iceberg.jobs.sensor import build_iceberg_compaction_sensor
 from floe_dagster_iceberg.jobs.steps import COMPACTION_STEPS, NIGHTLY_STEPS
 

@@ -5,18 +5,11 @@ from typing import Any
 
 import dagster as dg
 
-from floe_dagster_iceberg.identifiers import DEFAULT_NAMESPACE
-from floe_dagster_iceberg.jobs.op import (
-    DEFAULT_RESOURCE_KEY,
-    build_iceberg_maintenance_op,
-)
+from floe_dagster_iceberg.engine.identifiers import DEFAULT_NAMESPACE
+from floe_dagster_iceberg.jobs.op import DEFAULT_RESOURCE_KEY, build_iceberg_maintenance_op
 from floe_dagster_iceberg.jobs.options import MaintenanceOptions
 from floe_dagster_iceberg.jobs.selection import DEFAULT_IO_MANAGER_KEY, AssetLike
-from floe_dagster_iceberg.jobs.steps import (
-    DEFAULT_MAINTENANCE_STEPS,
-    MaintenanceStep,
-    check_steps,
-)
+from floe_dagster_iceberg.jobs.steps import DEFAULT_MAINTENANCE_STEPS, MaintenanceStep, check_steps
 
 __all__ = ["build_iceberg_maintenance_job", "maintain_op_name"]
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import dagster as dg
 
+from floe_dagster_iceberg.engine.identifiers import DEFAULT_NAMESPACE
 from floe_dagster_iceberg.errors import TableNotFoundError
-from floe_dagster_iceberg.identifiers import DEFAULT_NAMESPACE
 from floe_dagster_iceberg.jobs.options import (
     MaintenanceOptions,
     maintenance_options,

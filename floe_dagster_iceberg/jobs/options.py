@@ -25,7 +25,7 @@ from typing import Any, Union, get_args, get_origin
 import dagster as dg
 from pydantic import ByteSize, ConfigDict, Field, TypeAdapter, field_validator
 
-from floe_dagster_iceberg.maintenance import DEFAULT_ORPHAN_AGE
+from floe_dagster_iceberg.engine.maintenance import DEFAULT_ORPHAN_AGE
 
 __all__ = ["MaintenanceOptions", "maintenance_options", "option_config_fields"]
 

@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from floe_dagster_iceberg.engine.maintenance import DEFAULT_TARGET_FILE_SIZE_BYTES, TableHealth
 from floe_dagster_iceberg.jobs.options import MaintenanceOptions
-from floe_dagster_iceberg.maintenance import DEFAULT_TARGET_FILE_SIZE_BYTES, TableHealth
 
 __all__ = [
     "COMPACTION_STEPS",

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from pyiceberg.table import Table
     from pyiceberg.types import NestedField
 
-    from floe_dagster_iceberg.models import WriteMode, WriteResult
+    from floe_dagster_iceberg.engine.config import WriteMode, WriteResult
 
 __all__ = [
     "LINEAGE_PRODUCER",
@@ -142,7 +142,7 @@ def _schema_fields(fields: Sequence[NestedField]) -> list[Any]:
     from openlineage.client.facet_v2 import schema_dataset
     from pyiceberg.types import StructType
 
-    from floe_dagster_iceberg.schema import type_to_string
+    from floe_dagster_iceberg.engine.schema_evolution import type_to_string
 
     result = []
     for position, nested in enumerate(fields, start=1):
@@ -309,7 +309,7 @@ def write_lifecycle(result: WriteResult, mode: WriteMode | str) -> str | None:
     overwrite, nothing for appends and upserts.
 
     Example:
-        >>> from floe_dagster_iceberg.models import WriteResult
+        >>> from floe_dagster_iceberg.engine.config import WriteResult
         >>> write_lifecycle(WriteResult(table="a.b", snapshot_id=1, operation="append",
         ...                             created_table=True), "append")
         'CREATE'

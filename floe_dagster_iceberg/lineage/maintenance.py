@@ -12,8 +12,8 @@ from floe_dagster_iceberg.lineage.datasets import input_dataset, output_dataset
 from floe_dagster_iceberg.lineage.runs import DISABLED_RUN, LineageRun
 
 if TYPE_CHECKING:
+    from floe_dagster_iceberg.engine.manager import IcebergTableManager
     from floe_dagster_iceberg.lineage.emitter import LineageEmitter
-    from floe_dagster_iceberg.manager import IcebergTableManager
 
 __all__ = ["READ_ONLY_ACTIONS", "MaintenanceLineage", "track_maintenance"]
 
@@ -58,7 +58,7 @@ def track_maintenance(
         >>> from floe_dagster_iceberg.lineage import (
         ...     CatalogIdentity, LineageConfig, flush_lineage, lineage_emitter
         ... )
-        >>> from floe_dagster_iceberg.manager import IcebergTableManager
+        >>> from floe_dagster_iceberg.engine.manager import IcebergTableManager
         >>> tmp = tempfile.mkdtemp()
         >>> catalog = SqlCatalog("floe", uri=f"sqlite:///{tmp}/c.db", warehouse=f"file://{tmp}")
         >>> manager = IcebergTableManager(catalog)

@@ -27,9 +27,9 @@ if TYPE_CHECKING:
     from openlineage.client.event_v2 import RunEvent
     from pyiceberg.table import Table
 
+    from floe_dagster_iceberg.engine.config import WriteMode, WriteResult
     from floe_dagster_iceberg.lineage.dagster_context import ParentRun
     from floe_dagster_iceberg.lineage.emitter import LineageEmitter
-    from floe_dagster_iceberg.models import WriteMode, WriteResult
 
 __all__ = ["DISABLED_RUN", "INTEGRATION", "LineageRun"]
 

@@ -20,8 +20,8 @@ from floe_dagster_iceberg import (
     create_iceberg_resources,
 )
 from floe_dagster_iceberg.components import IcebergMaintenanceComponent
+from floe_dagster_iceberg.engine.config import WriteConfig
 from floe_dagster_iceberg.jobs import MaintenanceOptions, maintain_op_name
-from floe_dagster_iceberg.models import WriteConfig
 
 EXAMPLE_DEFS_YAML = (
     Path(__file__).resolve().parents[2]

@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 from infra.catalogs import dispose_catalog, load_test_catalog
 
-from floe_dagster_iceberg.manager import IcebergTableManager
-from floe_dagster_iceberg.models import PartitionField, WriteConfig
+from floe_dagster_iceberg.engine.config import PartitionField, WriteConfig
+from floe_dagster_iceberg.engine.manager import IcebergTableManager
 
 MEMBER = pa.struct([("price", pa.float64()), ("sku", pa.string())])
 

@@ -6,8 +6,8 @@ import os
 import dagster as dg
 import pyarrow as pa
 
+from floe_dagster_iceberg.engine.config import WriteConfig
 from floe_dagster_iceberg.jobs import iceberg_asset_tables
-from floe_dagster_iceberg.models import WriteConfig
 
 _ids = itertools.count()
 

@@ -4,10 +4,7 @@ import datetime as dt
 
 import dagster as dg
 
-from floe_dagster_iceberg.jobs import (
-    build_iceberg_maintenance_definitions,
-    maintain_op_name,
-)
+from floe_dagster_iceberg.jobs import build_iceberg_maintenance_definitions, maintain_op_name
 
 from .support import append_times, appending_asset, output_metadata
 

@@ -8,12 +8,12 @@ import dagster as dg
 import pyarrow as pa
 
 from floe_dagster_iceberg import EmbeddedCatalogConfig, IcebergCatalogResource
+from floe_dagster_iceberg.engine.config import WriteConfig
 from floe_dagster_iceberg.jobs import (
     build_iceberg_maintenance_job,
     iceberg_asset_tables,
     maintain_op_name,
 )
-from floe_dagster_iceberg.models import WriteConfig
 
 from .support import append_times, appending_asset, not_iceberg
 

@@ -20,8 +20,8 @@ import pyarrow as pa
 from infra.catalogs import load_test_catalog
 from pyiceberg.table.update import AddSnapshotUpdate
 
-from floe_dagster_iceberg.manager import IcebergTableManager
-from floe_dagster_iceberg.models import WriteConfig
+from floe_dagster_iceberg.engine.config import WriteConfig
+from floe_dagster_iceberg.engine.manager import IcebergTableManager
 
 from .processes import CONTEXT
 

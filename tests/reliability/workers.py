@@ -18,8 +18,8 @@ import pyarrow as pa
 from infra.catalogs import dispose_catalog, load_test_catalog
 from pyiceberg.expressions import EqualTo
 
-from floe_dagster_iceberg.manager import IcebergTableManager
-from floe_dagster_iceberg.models import PartitionField, RetryPolicy, WriteConfig
+from floe_dagster_iceberg.engine.config import PartitionField, RetryPolicy, WriteConfig
+from floe_dagster_iceberg.engine.manager import IcebergTableManager
 
 PART_SPEC = (PartitionField(source_column="part"),)
 COMPACTED_MARKER = "compacted"

@@ -61,9 +61,9 @@ from pyiceberg.types import (
 
 from floe_dagster_iceberg.engine.data_files import write_data_files
 from floe_dagster_iceberg.engine.properties import target_file_size
+from floe_dagster_iceberg.engine.schema_evolution import arrow_to_iceberg_schema, conform_to_schema
 from floe_dagster_iceberg.engine.slice_files import live_paths
 from floe_dagster_iceberg.errors import PartitionMismatchError, UpsertKeyError
-from floe_dagster_iceberg.schema import arrow_to_iceberg_schema, conform_to_schema
 
 if TYPE_CHECKING:
     from pyiceberg.io import FileIO

@@ -49,20 +49,7 @@ from floe_dagster_iceberg.engine.commit import (
 from floe_dagster_iceberg.engine.commit import (
     WrittenFiles as _WrittenFiles,
 )
-from floe_dagster_iceberg.engine.data_files import write_batches, write_data_files
-from floe_dagster_iceberg.engine.properties import WRITABLE_FORMAT_VERSIONS
-from floe_dagster_iceberg.engine.slice_files import files_in_slice, rows_outside
-from floe_dagster_iceberg.engine.snapshot import FileChange, FilesGoneError, produce_snapshot
-from floe_dagster_iceberg.errors import (
-    CommitConflictError,
-    IcebergError,
-    InvalidInputError,
-    PartitionMismatchError,
-    TableNotFoundError,
-    connection_error,
-)
-from floe_dagster_iceberg.identifiers import table_identifier
-from floe_dagster_iceberg.models import (
+from floe_dagster_iceberg.engine.config import (
     PartitionField,
     RetryPolicy,
     SchemaChange,
@@ -74,13 +61,16 @@ from floe_dagster_iceberg.models import (
     WriteMode,
     WriteResult,
 )
-from floe_dagster_iceberg.partitions import (
+from floe_dagster_iceberg.engine.data_files import write_batches, write_data_files
+from floe_dagster_iceberg.engine.identifiers import table_identifier
+from floe_dagster_iceberg.engine.partitioning import (
     build_partition_spec,
     build_sort_order,
     partition_fields_of,
     plan_spec_update,
 )
-from floe_dagster_iceberg.schema import (
+from floe_dagster_iceberg.engine.properties import WRITABLE_FORMAT_VERSIONS
+from floe_dagster_iceberg.engine.schema_evolution import (
     apply_schema_changes,
     arrow_to_iceberg_schema,
     conform_to_schema,
@@ -88,13 +78,23 @@ from floe_dagster_iceberg.schema import (
     plan_schema_update,
     type_to_string,
 )
-from floe_dagster_iceberg.telemetry import Telemetry, record_error
+from floe_dagster_iceberg.engine.slice_files import files_in_slice, rows_outside
+from floe_dagster_iceberg.engine.snapshot import FileChange, FilesGoneError, produce_snapshot
+from floe_dagster_iceberg.engine.telemetry import Telemetry, record_error
+from floe_dagster_iceberg.errors import (
+    CommitConflictError,
+    IcebergError,
+    InvalidInputError,
+    PartitionMismatchError,
+    TableNotFoundError,
+    connection_error,
+)
 from floe_dagster_iceberg.version import __version__
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
-    from floe_dagster_iceberg.maintenance import (
+    from floe_dagster_iceberg.engine.maintenance import (
         CompactionResult,
         ExpireSnapshotsResult,
         OrphanFilesResult,
@@ -440,7 +440,7 @@ class IcebergTableManager:
                 IDEMPOTENCY_PROPERTY: config.idempotency_key,
             }
         if config.mode is WriteMode.UPSERT:
-            from floe_dagster_iceberg.upsert import validate_upsert_input
+            from floe_dagster_iceberg.engine.upsert import validate_upsert_input
 
             # Key problems get the upsert's own message before any schema planning.
             validate_upsert_input(name, metadata.schema(), stream.table(), config.join_cols)
@@ -536,7 +536,7 @@ class IcebergTableManager:
         snapshot_properties: dict[str, str],
         files: _WrittenFiles,
     ) -> _Staged:
-        from floe_dagster_iceberg.upsert import plan_upsert, validate_upsert_input
+        from floe_dagster_iceberg.engine.upsert import plan_upsert, validate_upsert_input
 
         planned = changes.metadata
         schema = planned.schema()
@@ -942,8 +942,8 @@ class IcebergTableManager:
         min_input_files: int = 2,
         partition_filter: BooleanExpression | None = None,
     ) -> CompactionResult:
-        """Bin-pack small files per partition in one commit; see :mod:`floe_dagster_iceberg.maintenance`."""
-        from floe_dagster_iceberg import maintenance
+        """Bin-pack small files per partition in one commit; see :mod:`floe_dagster_iceberg.engine.maintenance`."""
+        from floe_dagster_iceberg.engine import maintenance
 
         return self._maintain(
             "compact",
@@ -965,7 +965,7 @@ class IcebergTableManager:
         retain_last: int | None = None,
     ) -> ExpireSnapshotsResult:
         """Expire old snapshots and delete the files only they referenced."""
-        from floe_dagster_iceberg import maintenance
+        from floe_dagster_iceberg.engine import maintenance
 
         return self._maintain(
             "expire",
@@ -980,7 +980,7 @@ class IcebergTableManager:
         self, table: TableRef, older_than: timedelta = timedelta(days=3), dry_run: bool = False
     ) -> OrphanFilesResult:
         """Delete files under the table location that no metadata references."""
-        from floe_dagster_iceberg import maintenance
+        from floe_dagster_iceberg.engine import maintenance
 
         return self._maintain(
             "remove_orphans",
@@ -993,7 +993,7 @@ class IcebergTableManager:
 
     def rewrite_manifests(self, table: TableRef) -> RewriteManifestsResult:
         """Rewrite the current snapshot's manifests into few, well-clustered ones."""
-        from floe_dagster_iceberg import maintenance
+        from floe_dagster_iceberg.engine import maintenance
 
         return self._maintain(
             "rewrite_manifests",
@@ -1006,7 +1006,7 @@ class IcebergTableManager:
         self, table: TableRef, small_file_threshold_bytes: int | None = None
     ) -> TableHealth:
         """Storage metrics: files, bytes, small files, partitions, rows, snapshots, manifests."""
-        from floe_dagster_iceberg import maintenance
+        from floe_dagster_iceberg.engine import maintenance
 
         return self._maintain(
             "health",

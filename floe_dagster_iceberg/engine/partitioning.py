@@ -24,8 +24,7 @@ from pyiceberg.transforms import (
     YearTransform,
 )
 
-from floe_dagster_iceberg.errors import IcebergError, InvalidInputError
-from floe_dagster_iceberg.models import (
+from floe_dagster_iceberg.engine.config import (
     NullOrder,
     PartitionField,
     PartitionSpecUpdateMode,
@@ -33,6 +32,7 @@ from floe_dagster_iceberg.models import (
     SortDirection,
     SortField,
 )
+from floe_dagster_iceberg.errors import IcebergError, InvalidInputError
 
 __all__ = [
     "SpecPlan",

@@ -17,7 +17,7 @@ atomic catalog commit and concurrent writers are detected instead of overwritten
   clustered by partition.
 - :func:`table_health` reports storage metrics.
 
-The functions take the :class:`~floe_dagster_iceberg.manager.IcebergTableManager` first; use
+The functions take the :class:`~floe_dagster_iceberg.engine.manager.IcebergTableManager` first; use
 them through its methods (``manager.compact("sales.orders")``).
 """
 
@@ -74,7 +74,7 @@ if TYPE_CHECKING:
     from pyiceberg.io import FileIO
     from pyiceberg.table.metadata import TableMetadata
 
-    from floe_dagster_iceberg.manager import IcebergTableManager
+    from floe_dagster_iceberg.engine.manager import IcebergTableManager
 
 __all__ = [
     "DEFAULT_MAX_SNAPSHOT_AGE",
@@ -94,7 +94,7 @@ __all__ = [
     "table_health",
 ]
 
-log = logging.getLogger("floe_dagster_iceberg.maintenance")
+log = logging.getLogger("floe_dagster_iceberg.engine.maintenance")
 
 DEFAULT_TARGET_FILE_SIZE_BYTES = 128 * 1024 * 1024
 """Target size of a compacted data file when neither the caller nor the table says otherwise."""

@@ -211,7 +211,7 @@ class ColumnSpec(_Model):
     @field_validator("type")
     @classmethod
     def _check_type(cls, value: str) -> str:
-        from floe_dagster_iceberg.schema import parse_iceberg_type, type_to_string
+        from floe_dagster_iceberg.engine.schema_evolution import parse_iceberg_type, type_to_string
 
         return type_to_string(parse_iceberg_type(value))
 
@@ -272,7 +272,7 @@ class TableConfig(_Model):
     @field_validator("namespace", "name")
     @classmethod
     def _safe_identifier(cls, value: str) -> str:
-        from floe_dagster_iceberg.identifiers import validate_identifier_part
+        from floe_dagster_iceberg.engine.identifiers import validate_identifier_part
 
         return validate_identifier_part(value)
 
@@ -332,7 +332,7 @@ class SchemaChange(_Model):
     def _check_type(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        from floe_dagster_iceberg.schema import parse_iceberg_type, type_to_string
+        from floe_dagster_iceberg.engine.schema_evolution import parse_iceberg_type, type_to_string
 
         return type_to_string(parse_iceberg_type(value))
 

@@ -39,13 +39,13 @@ from pyiceberg.types import (
     UUIDType,
 )
 
-from floe_dagster_iceberg.errors import InvalidInputError, SchemaEvolutionError
-from floe_dagster_iceberg.models import (
+from floe_dagster_iceberg.engine.config import (
     SchemaChange,
     SchemaChangeKind,
     SchemaUpdateMode,
     TableSchema,
 )
+from floe_dagster_iceberg.errors import InvalidInputError, SchemaEvolutionError
 
 __all__ = [
     "ColumnPath",
