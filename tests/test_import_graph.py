@@ -76,8 +76,7 @@ def test_cross_cutting_modules_never_import_dagster_or_the_face() -> None:
         for name in CROSS_CUTTING
         for module, _ in _imports(PACKAGE.parent / (name.replace(".", "/") + ".py"))
         if module.split(".")[0] == "dagster"
-        or module.startswith("floe_dagster_iceberg.")
-        and not module.startswith(CROSS_CUTTING)
+        or (module.startswith("floe_dagster_iceberg.") and not module.startswith(CROSS_CUTTING))
     ]
     assert offenders == []
 

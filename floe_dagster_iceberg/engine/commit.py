@@ -181,8 +181,15 @@ class WrittenFiles:
     def outcome_unknown(self) -> None:
         self._unknown = True
 
-    def landed(self) -> None:
+    def landed(self, committed: Iterable[str] = ()) -> None:
+        """The write landed with the data files ``committed``: files written for attempts
+        whose plan changed (another layout, a file no longer to rewrite) are nobody's."""
         self._landed = True
+        if self._unknown or self.io is None:
+            return
+        kept = set(committed)
+        delete_quietly(self.io, [p for p in self._paths if p not in kept])
+        self._paths = [p for p in self._paths if p in kept]
 
     def discard(self) -> None:
         """The write failed: delete its data files, unless a commit may reference them."""

@@ -69,7 +69,11 @@ from floe_dagster_iceberg.engine.partitioning import (
     partition_fields_of,
     plan_spec_update,
 )
-from floe_dagster_iceberg.engine.properties import WRITABLE_FORMAT_VERSIONS
+from floe_dagster_iceberg.engine.properties import (
+    FORMAT_VERSION,
+    RESERVED_PROPERTIES,
+    WRITABLE_FORMAT_VERSIONS,
+)
 from floe_dagster_iceberg.engine.schema_evolution import (
     apply_schema_changes,
     arrow_to_iceberg_schema,
@@ -154,6 +158,7 @@ class _Staged:
     files_rewritten: int = 0
     already_committed: Snapshot | None = None
     commit: PendingCommit | None = None
+    added_paths: frozenset[str] = frozenset()
 
 
 _Stage = Callable[[Table, "_MetadataChanges", dict[str, str], "_WrittenFiles"], _Staged]
@@ -379,7 +384,7 @@ class IcebergTableManager:
             result = self._commit_with_retries(
                 identifier,
                 stage,
-                config.retry,
+                _with_defaults(config.retry, self.retry),
                 create_with=(stream.schema, config),
                 snapshot_properties=config.snapshot_properties,
                 loaded=table if isinstance(table, Table) else None,
@@ -465,7 +470,7 @@ class IcebergTableManager:
         new_properties = {
             key: value
             for key, value in config.table_properties.items()
-            if metadata.properties.get(key) != value
+            if key not in RESERVED_PROPERTIES and metadata.properties.get(key) != value
         }
         if new_properties:
             changes.transaction.set_properties(new_properties)
@@ -519,6 +524,7 @@ class IcebergTableManager:
             removed=removed,
             scope=scope,
         )
+        staged.added_paths = frozenset(f.file_path for f in added)
         staged.commit = changes.with_snapshot(
             produce_snapshot(planned, table.io, change, snapshot_properties)
         )
@@ -577,6 +583,7 @@ class IcebergTableManager:
                 removed=plan.removed,
                 scope=plan.conflict_filter,
             )
+            staged.added_paths = frozenset(f.file_path for f in plan.added)
             staged.commit = changes.with_snapshot(
                 produce_snapshot(planned, table.io, change, snapshot_properties)
             )
@@ -611,6 +618,7 @@ class IcebergTableManager:
         retry: RetrySchedule | None = None
         last_error: Exception | None = None
         expired_bases = 0
+        staged_location: str | None = None
         started = time.monotonic()
         try:
             for attempt in itertools.count(1):
@@ -623,7 +631,11 @@ class IcebergTableManager:
                         if attempt == 1 and loaded is not None:
                             table, create = loaded, None
                         else:
-                            table, create = self._load_or_create(identifier, create_with)
+                            table, create = self._load_or_create(
+                                identifier, create_with, staged_location
+                            )
+                        if create is not None:
+                            staged_location = table.metadata.location
                         created = create is not None
                         retry = retry or resolve_retry(policy, table.metadata.properties)
                         base_snapshot_id = table.metadata.current_snapshot_id
@@ -639,7 +651,7 @@ class IcebergTableManager:
                             staged.commit = changes.without_snapshot()
                         pending = staged.commit
                         committed = send(self.catalog, pending)
-                        files.landed()
+                        files.landed(staged.added_paths)
                         result = _result(name, committed, write_id, attempt, staged, created)
                         self._log_commit(result, retry.max_attempts)
                         _annotate_span(attempt_span, result)
@@ -657,7 +669,7 @@ class IcebergTableManager:
                             outcome,
                         )
                         if found is not None:
-                            files.landed()
+                            files.landed(staged.added_paths)
                             result = _result(name, found, write_id, attempt, staged, created)
                             self._log_commit(result, retry.max_attempts if retry else attempt)
                             return result
@@ -737,9 +749,15 @@ class IcebergTableManager:
         )
 
     def _load_or_create(
-        self, identifier: tuple[str, str], create_with: tuple[pa.Schema, WriteConfig] | None
+        self,
+        identifier: tuple[str, str],
+        create_with: tuple[pa.Schema, WriteConfig] | None,
+        location: str | None = None,
     ) -> tuple[Table, Transaction | None]:
-        """The current table, or a staged new one (with its create transaction) if missing."""
+        """The current table, or a staged new one (with its create transaction) if missing.
+
+        ``location``: where an earlier attempt staged the table, so its data files stay usable.
+        """
         try:
             return self.catalog.load_table(identifier), None
         except NoSuchTableError:
@@ -748,11 +766,13 @@ class IcebergTableManager:
                     f"Table '{'.'.join(identifier)}' does not exist; create it first."
                 ) from None
         arrow_schema, config = create_with
+        check_requested_format_version(".".join(identifier), config.table_properties)
         schema = arrow_to_iceberg_schema(arrow_schema, respect_nullability=True)
         self.ensure_namespace(identifier[0])
         create = self.catalog.create_table_transaction(
             identifier,
             schema=schema,
+            location=location,
             partition_spec=build_partition_spec(schema, config.partition_spec or ()),
             sort_order=build_sort_order(schema, config.sort_order),
             properties=dict(config.table_properties),
@@ -1069,6 +1089,16 @@ def _already_committed(name: str, snapshot: Snapshot, attempts: int) -> WriteRes
     )
 
 
+def _with_defaults(policy: RetryPolicy, defaults: RetryPolicy) -> RetryPolicy:
+    """``policy`` with its unset fields taken from ``defaults`` (the manager's policy)."""
+    return RetryPolicy(
+        **{
+            name: value if value is not None else getattr(defaults, name)
+            for name, value in policy.model_dump().items()
+        }
+    )
+
+
 def _skipped(name: str, staged: _Staged, attempts: int) -> WriteResult:
     """The result of a write that had nothing to commit."""
     return WriteResult(
@@ -1100,6 +1130,17 @@ def _gave_up(
         f"{attempts} attempts ({cause}). Nothing was committed; re-run, or raise the retry "
         "limit (RetryPolicy.max_attempts or the table's commit.retry.num-retries)."
     )
+
+
+def check_requested_format_version(name: str, properties: dict[str, str]) -> None:
+    """Refuse, before the table is created, a ``format-version`` property this package cannot write."""
+    requested = properties.get(FORMAT_VERSION)
+    if requested is not None and requested.strip() not in map(str, WRITABLE_FORMAT_VERSIONS):
+        raise InvalidInputError(
+            f"Table '{name}': table_properties ask for Iceberg format version {requested.strip()}; "
+            f"this package writes versions {', '.join(map(str, WRITABLE_FORMAT_VERSIONS))} "
+            "only. Nothing was created; ask for 1 or 2 (2 is the default)."
+        )
 
 
 def check_format_version(name: str, metadata: TableMetadata) -> None:

@@ -39,6 +39,10 @@ MAX_SNAPSHOT_AGE_DEFAULT_MS = 5 * 24 * 60 * 60 * 1000  # Iceberg's default: 5 da
 MIN_SNAPSHOTS_TO_KEEP = "history.expire.min-snapshots-to-keep"
 MIN_SNAPSHOTS_TO_KEEP_DEFAULT = 1
 
+FORMAT_VERSION = TableProperties.FORMAT_VERSION
+RESERVED_PROPERTIES = frozenset({FORMAT_VERSION})
+"""Properties Iceberg keeps in the metadata itself: set at creation, never as plain properties."""
+
 WRITABLE_FORMAT_VERSIONS = (1, 2)
 """Format versions whose manifests PyIceberg 0.12 can write."""
 

@@ -34,6 +34,8 @@ class PausedWriter:
     pid: int
     commits_before_pause: int
     update_kinds: tuple[str, ...]
+    # Kept open until the kill: a closed end would wake the writer with end-of-file.
+    connection: Connection
 
 
 def _write_and_pause(
@@ -87,11 +89,12 @@ def start_paused_writer(
     if state != "paused":
         process.join(timeout)
         raise AssertionError(f"the writer did not pause before committing: {state} {detail}")
-    return PausedWriter(process, pid, detail, kinds)
+    return PausedWriter(process, pid, detail, kinds, parent)
 
 
 def kill(writer: PausedWriter) -> None:
     """SIGKILL the paused writer and reap it."""
     os.kill(writer.pid, signal.SIGKILL)
     writer.process.join()
+    writer.connection.close()
     assert writer.process.exitcode == -signal.SIGKILL
