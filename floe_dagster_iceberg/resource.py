@@ -27,12 +27,12 @@ from floe_dagster_iceberg.catalog_config import (
 from floe_dagster_iceberg.engine.catalog_tables import ensure_catalog_tables
 from floe_dagster_iceberg.engine.config import RetryPolicy
 from floe_dagster_iceberg.engine.manager import IcebergTableManager
+from floe_dagster_iceberg.engine.outages import connection_error
 from floe_dagster_iceberg.engine.telemetry import resolve_tracer_provider
 from floe_dagster_iceberg.errors import (
     CatalogConnectionError,
     CatalogSetupError,
     IcebergError,
-    connection_error,
 )
 from floe_dagster_iceberg.lineage import (
     CatalogIdentity,

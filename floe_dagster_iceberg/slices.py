@@ -53,7 +53,8 @@ from pyiceberg.types import (
 )
 
 from floe_dagster_iceberg.engine.config import PartitionField, PartitionTransform
-from floe_dagster_iceberg.errors import InvalidInputError, connection_error
+from floe_dagster_iceberg.engine.outages import connection_error
+from floe_dagster_iceberg.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table

@@ -32,7 +32,7 @@ from floe_dagster_iceberg import (
 )
 from floe_dagster_iceberg.engine.config import WriteConfig
 from floe_dagster_iceberg.engine.manager import IcebergTableManager
-from floe_dagster_iceberg.errors import endpoint_of
+from floe_dagster_iceberg.engine.outages import endpoint_of
 
 
 def _rows(start: int, count: int, tag: str) -> pa.Table:

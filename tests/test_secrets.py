@@ -265,7 +265,7 @@ CREDENTIAL_PROPERTIES = [
 @pytest.mark.parametrize("name", CREDENTIAL_PROPERTIES)
 def test_credential_like_properties_are_hidden(name):
     """Any credential-like property is masked in repr and in error messages that echo it."""
-    from floe_dagster_iceberg.errors import connection_error
+    from floe_dagster_iceberg.engine.outages import connection_error
 
     secret = f"v{uuid.uuid4().hex}=="
     assert is_secret_name(name)

@@ -34,8 +34,8 @@ from pyiceberg.table.update import (
 )
 
 from floe_dagster_iceberg.engine._pyiceberg import staged_changes, transaction_table
+from floe_dagster_iceberg.engine.outages import may_have_reached_server
 from floe_dagster_iceberg.engine.snapshot import ProducedSnapshot
-from floe_dagster_iceberg.errors import may_have_reached_server
 
 log = logging.getLogger("floe_dagster_iceberg")
 

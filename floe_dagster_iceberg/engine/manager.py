@@ -36,6 +36,7 @@ from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import Operation, Snapshot
 from pyiceberg.types import DoubleType, FloatType
 
+from floe_dagster_iceberg.engine import maintenance
 from floe_dagster_iceberg.engine._pyiceberg import transaction_table
 from floe_dagster_iceberg.engine.commit import (
     MetadataChanges as _MetadataChanges,
@@ -63,6 +64,7 @@ from floe_dagster_iceberg.engine.config import (
 )
 from floe_dagster_iceberg.engine.data_files import write_batches, write_data_files
 from floe_dagster_iceberg.engine.identifiers import table_identifier
+from floe_dagster_iceberg.engine.outages import connection_error
 from floe_dagster_iceberg.engine.partitioning import (
     build_partition_spec,
     build_sort_order,
@@ -91,7 +93,6 @@ from floe_dagster_iceberg.errors import (
     InvalidInputError,
     PartitionMismatchError,
     TableNotFoundError,
-    connection_error,
 )
 from floe_dagster_iceberg.version import __version__
 
@@ -958,20 +959,21 @@ class IcebergTableManager:
     def compact(
         self,
         table: TableRef,
-        target_file_size_bytes: int = 128 * 1024 * 1024,
+        target_file_size_bytes: int | None = None,
         min_input_files: int = 2,
         partition_filter: BooleanExpression | None = None,
     ) -> CompactionResult:
-        """Bin-pack small files per partition in one commit; see :mod:`floe_dagster_iceberg.engine.maintenance`."""
-        from floe_dagster_iceberg.engine import maintenance
-
+        """Bin-pack small files per partition in one commit, up to ``target_file_size_bytes``
+        (default: the table's ``write.target-file-size-bytes``); see
+        :mod:`floe_dagster_iceberg.engine.maintenance.compaction`."""
         return self._maintain(
             "compact",
             "compacting",
             table,
             lambda loaded: maintenance.compact(
-                self,
+                self.catalog,
                 loaded,
+                retry=self.retry,
                 target_file_size_bytes=target_file_size_bytes,
                 min_input_files=min_input_files,
                 partition_filter=partition_filter,
@@ -984,56 +986,56 @@ class IcebergTableManager:
         older_than: datetime | timedelta | None = None,
         retain_last: int | None = None,
     ) -> ExpireSnapshotsResult:
-        """Expire old snapshots and delete the files only they referenced."""
-        from floe_dagster_iceberg.engine import maintenance
-
+        """Expire old snapshots and delete the files only they referenced; defaults: the table's
+        ``history.expire.*`` properties (Iceberg's: 5 days, 1 snapshot)."""
         return self._maintain(
             "expire",
             "expiring snapshots of",
             table,
             lambda loaded: maintenance.expire_snapshots(
-                self, loaded, older_than=older_than, retain_last=retain_last
+                self.catalog,
+                loaded,
+                retry=self.retry,
+                older_than=older_than,
+                retain_last=retain_last,
             ),
         )
 
     def remove_orphan_files(
-        self, table: TableRef, older_than: timedelta = timedelta(days=3), dry_run: bool = False
+        self,
+        table: TableRef,
+        older_than: timedelta = maintenance.DEFAULT_ORPHAN_AGE,
+        dry_run: bool = False,
     ) -> OrphanFilesResult:
         """Delete files under the table location that no metadata references."""
-        from floe_dagster_iceberg.engine import maintenance
-
         return self._maintain(
             "remove_orphans",
             "removing orphan files of",
             table,
             lambda loaded: maintenance.remove_orphan_files(
-                self, loaded, older_than=older_than, dry_run=dry_run
+                self.catalog, loaded, older_than=older_than, dry_run=dry_run
             ),
         )
 
     def rewrite_manifests(self, table: TableRef) -> RewriteManifestsResult:
         """Rewrite the current snapshot's manifests into few, well-clustered ones."""
-        from floe_dagster_iceberg.engine import maintenance
-
         return self._maintain(
             "rewrite_manifests",
             "rewriting manifests of",
             table,
-            lambda loaded: maintenance.rewrite_manifests(self, loaded),
+            lambda loaded: maintenance.rewrite_manifests(self.catalog, loaded, retry=self.retry),
         )
 
     def table_health(
         self, table: TableRef, small_file_threshold_bytes: int | None = None
     ) -> TableHealth:
         """Storage metrics: files, bytes, small files, partitions, rows, snapshots, manifests."""
-        from floe_dagster_iceberg.engine import maintenance
-
         return self._maintain(
             "health",
             "measuring the health of",
             table,
             lambda loaded: maintenance.table_health(
-                self, loaded, small_file_threshold_bytes=small_file_threshold_bytes
+                self.catalog, loaded, small_file_threshold_bytes=small_file_threshold_bytes
             ),
         )
 
