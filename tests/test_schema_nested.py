@@ -21,12 +21,8 @@ from pyiceberg.types import ListType, LongType, NestedField, StringType, StructT
 
 from floe_dagster_iceberg.engine.config import SchemaUpdateMode, WriteConfig
 from floe_dagster_iceberg.engine.manager import IcebergTableManager
-from floe_dagster_iceberg.engine.schema_evolution import (
-    arrow_to_iceberg_schema,
-    conform_to_schema,
-    plan_schema_update,
-    type_to_string,
-)
+from floe_dagster_iceberg.engine.schema_evolution import conform_to_schema, plan_schema_update
+from floe_dagster_iceberg.engine.types import arrow_to_iceberg_schema, type_to_string
 from floe_dagster_iceberg.errors import InvalidInputError, SchemaEvolutionError
 
 MODES = ["additive", "error"]

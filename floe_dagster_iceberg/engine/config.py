@@ -211,7 +211,7 @@ class ColumnSpec(_Model):
     @field_validator("type")
     @classmethod
     def _check_type(cls, value: str) -> str:
-        from floe_dagster_iceberg.engine.schema_evolution import parse_iceberg_type, type_to_string
+        from floe_dagster_iceberg.engine.types import parse_iceberg_type, type_to_string
 
         return type_to_string(parse_iceberg_type(value))
 
@@ -332,7 +332,7 @@ class SchemaChange(_Model):
     def _check_type(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        from floe_dagster_iceberg.engine.schema_evolution import parse_iceberg_type, type_to_string
+        from floe_dagster_iceberg.engine.types import parse_iceberg_type, type_to_string
 
         return type_to_string(parse_iceberg_type(value))
 

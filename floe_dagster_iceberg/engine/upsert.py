@@ -61,8 +61,9 @@ from pyiceberg.types import (
 
 from floe_dagster_iceberg.engine.data_files import write_data_files
 from floe_dagster_iceberg.engine.properties import target_file_size
-from floe_dagster_iceberg.engine.schema_evolution import arrow_to_iceberg_schema, conform_to_schema
+from floe_dagster_iceberg.engine.schema_evolution import conform_to_schema
 from floe_dagster_iceberg.engine.slice_files import live_paths
+from floe_dagster_iceberg.engine.types import arrow_to_iceberg_schema
 from floe_dagster_iceberg.errors import PartitionMismatchError, UpsertKeyError
 
 if TYPE_CHECKING:

@@ -142,7 +142,7 @@ def _schema_fields(fields: Sequence[NestedField]) -> list[Any]:
     from openlineage.client.facet_v2 import schema_dataset
     from pyiceberg.types import StructType
 
-    from floe_dagster_iceberg.engine.schema_evolution import type_to_string
+    from floe_dagster_iceberg.engine.types import type_to_string
 
     result = []
     for position, nested in enumerate(fields, start=1):
