@@ -36,7 +36,7 @@ from floe_dagster_iceberg.engine.config import (
 )
 from floe_dagster_iceberg.engine.identifiers import DEFAULT_NAMESPACE, asset_table_identifier
 from floe_dagster_iceberg.engine.manager import IcebergTableManager
-from floe_dagster_iceberg.engine.schema_evolution import arrow_to_iceberg_schema, type_to_string
+from floe_dagster_iceberg.engine.types import arrow_to_iceberg_schema, type_to_string
 from floe_dagster_iceberg.errors import InvalidInputError, TableNotFoundError
 from floe_dagster_iceberg.resource import IcebergCatalogResource
 from floe_dagster_iceberg.slices import (

@@ -78,15 +78,17 @@ from floe_dagster_iceberg.engine.properties import (
 )
 from floe_dagster_iceberg.engine.schema_evolution import (
     apply_schema_changes,
-    arrow_to_iceberg_schema,
     conform_to_schema,
-    iceberg_schema_from_columns,
     plan_schema_update,
-    type_to_string,
 )
 from floe_dagster_iceberg.engine.slice_files import files_in_slice, rows_outside
 from floe_dagster_iceberg.engine.snapshot import FileChange, FilesGoneError, produce_snapshot
 from floe_dagster_iceberg.engine.telemetry import Telemetry, record_error
+from floe_dagster_iceberg.engine.types import (
+    arrow_to_iceberg_schema,
+    iceberg_schema_from_columns,
+    type_to_string,
+)
 from floe_dagster_iceberg.errors import (
     CommitConflictError,
     IcebergError,
