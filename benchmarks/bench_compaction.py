@@ -5,7 +5,7 @@ append each, as a streaming job or a partition-by-partition backfill leaves it) 
 two ways, each in a fresh process on a fresh SQLite catalog and local warehouse under
 ``benchmarks/.work/``:
 
-- ``floe compact``: :func:`floe_dagster_iceberg.maintenance.compact`: bin-packs the small files
+- ``floe compact``: :func:`floe_dagster_iceberg.engine.maintenance.compact`: bin-packs the small files
   per partition and commits one ``replace`` snapshot;
 - ``PyIceberg rewrite``: what PyIceberg 0.12 offers: read the whole table and ``overwrite`` it.
 
@@ -169,8 +169,8 @@ def child_run(engine: str, sizes: Sizes, workdir: Path) -> dict:
     fingerprint = _fingerprint(table)
 
     if engine == "floe":  # imports before the clock starts
-        from floe_dagster_iceberg.maintenance import compact
-        from floe_dagster_iceberg.manager import IcebergTableManager
+        from floe_dagster_iceberg.engine.maintenance import compact
+        from floe_dagster_iceberg.engine.manager import IcebergTableManager
 
         manager = IcebergTableManager(catalog)
     started = time.perf_counter()

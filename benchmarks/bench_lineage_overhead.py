@@ -172,7 +172,7 @@ def _event_cost(resources: Any, repeat: int = EVENT_COST_REPEAT) -> float:
     """Microseconds to build and queue START + COMPLETE of one write (the table exists)."""
     import dagster as dg
 
-    from floe_dagster_iceberg.models import WriteMode, WriteResult
+    from floe_dagster_iceberg.engine.config import WriteMode, WriteResult
 
     catalog = resources["iceberg_catalog"]
     emitter = catalog.lineage()

@@ -174,7 +174,7 @@ def child_setup(case: str, sizes: Sizes, workdir: Path) -> dict:
     catalog.create_namespace(TABLE[0])
     base = base_table(case, sizes)
     if case == "a":
-        from floe_dagster_iceberg.schema import arrow_to_iceberg_schema
+        from floe_dagster_iceberg.engine.types import arrow_to_iceberg_schema
 
         schema = arrow_to_iceberg_schema(base.schema)
         source_id = schema.find_field("part").field_id
@@ -213,8 +213,8 @@ def child_run(case: str, sizes: Sizes, workdir: Path, engine: str) -> dict:
     join_cols, partition = spec["join_cols"], spec["partition"]
     table = catalog.load_table(TABLE)
     # Both engines run in processes with the same modules loaded, so peak memory compares.
-    from floe_dagster_iceberg.manager import IcebergTableManager
-    from floe_dagster_iceberg.models import UpsertScope
+    from floe_dagster_iceberg.engine.config import UpsertScope
+    from floe_dagster_iceberg.engine.manager import IcebergTableManager
 
     baseline_rss = _current_rss_mib()
     if engine == "ours":
