@@ -35,7 +35,6 @@ __all__ = [
     "DB_SYSTEM",
     "TRACER_NAME",
     "Telemetry",
-    "get_tracer_provider",
     "record_error",
     "resolve_tracer_provider",
     "set_tracer_provider",
@@ -60,11 +59,6 @@ def set_tracer_provider(provider: TracerProvider | None) -> None:
     """
     global _package_provider
     _package_provider = provider
-
-
-def get_tracer_provider() -> TracerProvider | None:
-    """The provider set with :func:`set_tracer_provider`, or ``None`` (use the global one)."""
-    return _package_provider
 
 
 def resolve_tracer_provider(path: str) -> TracerProvider:

@@ -100,8 +100,6 @@ class UpsertOutcome:
         >>> outcome = UpsertOutcome(rows_updated=2, rows_inserted=1, rows_unchanged=7, files_rewritten=1)
         >>> outcome.changed
         True
-        >>> outcome.as_metadata()["iceberg/rows_updated"]
-        2
     """
 
     rows_updated: int
@@ -114,16 +112,6 @@ class UpsertOutcome:
     def changed(self) -> bool:
         """Whether the upsert writes anything."""
         return self.rows_updated > 0 or self.rows_inserted > 0
-
-    def as_metadata(self) -> dict[str, int]:
-        """The counts as Dagster metadata entries (``iceberg/rows_updated`` and so on)."""
-        return {
-            "iceberg/rows_updated": self.rows_updated,
-            "iceberg/rows_inserted": self.rows_inserted,
-            "iceberg/rows_unchanged": self.rows_unchanged,
-            "iceberg/files_rewritten": self.files_rewritten,
-            "iceberg/files_scanned": self.files_scanned,
-        }
 
 
 # --------------------------------------------------------------------------------------------
