@@ -170,12 +170,9 @@ def child_run(engine: str, sizes: Sizes, workdir: Path) -> dict:
 
     if engine == "floe":  # imports before the clock starts
         from floe_dagster_iceberg.engine.maintenance import compact
-        from floe_dagster_iceberg.engine.manager import IcebergTableManager
-
-        manager = IcebergTableManager(catalog)
     started = time.perf_counter()
     if engine == "floe":
-        result = compact(manager, table)
+        result = compact(catalog, table)
         rewritten = result.bytes_rewritten
     else:
         table.overwrite(table.scan().to_arrow())

@@ -50,7 +50,7 @@ class MaintenanceOptions(dg.Model):
     target_file_size_bytes: int | None = Field(
         default=None,
         description="Target size of a compacted file, in bytes (or a size such as '128MiB'); "
-        "null: the table's write.target-file-size-bytes, else 128 MiB.",
+        "null: the table's write.target-file-size-bytes (Iceberg's default: 512 MiB).",
     )
     min_input_files: int = Field(
         default=2, ge=1, description="Rewrite a bin only when it holds at least this many files."
@@ -58,7 +58,7 @@ class MaintenanceOptions(dg.Model):
     expire_older_than_hours: float | None = Field(
         default=None,
         description="Expire snapshots older than this many hours; null: the table's "
-        "history.expire.max-snapshot-age-ms (7 days).",
+        "history.expire.max-snapshot-age-ms (Iceberg's default: 5 days).",
     )
     retain_last: int | None = Field(
         default=None,

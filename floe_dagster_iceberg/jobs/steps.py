@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from floe_dagster_iceberg.engine.maintenance import DEFAULT_TARGET_FILE_SIZE_BYTES, TableHealth
+from floe_dagster_iceberg.engine.maintenance import TableHealth
 from floe_dagster_iceberg.jobs.options import MaintenanceOptions
 
 __all__ = [
@@ -68,12 +68,10 @@ class Step:
 
 
 def _compact(manager: Any, table: str, options: MaintenanceOptions) -> Any:
-    target = options.target_file_size_bytes
-    if target is None:
-        properties = manager.load_table(table).properties
-        target = int(properties.get("write.target-file-size-bytes", DEFAULT_TARGET_FILE_SIZE_BYTES))
     return manager.compact(
-        table, target_file_size_bytes=target, min_input_files=options.min_input_files
+        table,
+        target_file_size_bytes=options.target_file_size_bytes,  # None: the table's
+        min_input_files=options.min_input_files,
     )
 
 
