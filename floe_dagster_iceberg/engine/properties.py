@@ -65,3 +65,11 @@ def bool_property(properties: Properties, key: str, default: bool) -> bool:
 def target_file_size(properties: Properties) -> int:
     """``write.target-file-size-bytes``: the size data files are cut at."""
     return max(1, int_property(properties, TARGET_FILE_SIZE, TARGET_FILE_SIZE_DEFAULT))
+
+
+# Keys floe adds to the summary of every snapshot it commits.
+WRITE_ID_PROPERTY = "floe.write-id"
+"""One id per write: finds a commit whose outcome was unknown."""
+WRITER_PROPERTY = "floe.writer"
+IDEMPOTENCY_PROPERTY = "floe.idempotency-key"
+"""An append's run, asset and partition keys: a retried step does not append twice."""

@@ -34,7 +34,7 @@ from pyiceberg.transforms import IdentityTransform
 from pyiceberg.typedef import Record
 
 from floe_dagster_iceberg.engine import properties as props
-from floe_dagster_iceberg.engine.commit import PendingCommit, delete_quietly, resolve_retry, send
+from floe_dagster_iceberg.engine.attempt import PendingCommit, delete_quietly, send
 from floe_dagster_iceberg.engine.config import RetryPolicy
 from floe_dagster_iceberg.engine.data_files import write_data_files
 from floe_dagster_iceberg.engine.maintenance.files import reload
@@ -48,13 +48,14 @@ from floe_dagster_iceberg.engine.maintenance.results import (
     partition_label,
     table_name,
 )
+from floe_dagster_iceberg.engine.retry import resolve_retry
 from floe_dagster_iceberg.engine.snapshot import FileChange, FilesGoneError, produce_snapshot
 from floe_dagster_iceberg.errors import CommitConflictError, InvalidInputError
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
 
-    from floe_dagster_iceberg.engine.commit import RetrySchedule
+    from floe_dagster_iceberg.engine.retry import RetrySchedule
 
 __all__ = ["SMALL_FILE_FRACTION", "compact", "pack"]
 

@@ -21,7 +21,6 @@ from pyiceberg.table.refs import SnapshotRefType
 from pyiceberg.table.snapshots import Snapshot, ancestors_of
 
 from floe_dagster_iceberg.engine import properties as props
-from floe_dagster_iceberg.engine.commit import resolve_retry
 from floe_dagster_iceberg.engine.config import RetryPolicy
 from floe_dagster_iceberg.engine.maintenance.files import (
     VANISHED_RELOADS,
@@ -38,6 +37,7 @@ from floe_dagster_iceberg.engine.maintenance.files import (
     statistics_paths,
 )
 from floe_dagster_iceberg.engine.maintenance.results import ExpireSnapshotsResult, table_name
+from floe_dagster_iceberg.engine.retry import resolve_retry
 from floe_dagster_iceberg.errors import CommitConflictError, InvalidInputError
 
 if TYPE_CHECKING:

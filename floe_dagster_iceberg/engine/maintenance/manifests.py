@@ -23,7 +23,6 @@ from pyiceberg.typedef import EMPTY_DICT, Record
 
 from floe_dagster_iceberg.engine import properties as props
 from floe_dagster_iceberg.engine._pyiceberg import SnapshotProducer
-from floe_dagster_iceberg.engine.commit import resolve_retry
 from floe_dagster_iceberg.engine.config import RetryPolicy
 from floe_dagster_iceberg.engine.maintenance.files import read_fresh, reload, vanished
 from floe_dagster_iceberg.engine.maintenance.results import (
@@ -33,6 +32,7 @@ from floe_dagster_iceberg.engine.maintenance.results import (
     find_maintenance_snapshot,
     table_name,
 )
+from floe_dagster_iceberg.engine.retry import resolve_retry
 from floe_dagster_iceberg.errors import CommitConflictError
 
 if TYPE_CHECKING:
