@@ -113,6 +113,7 @@ class PartitionSlice:
     _combinations: _KeyCombinations | None = field(default=None, repr=False)
     _exact_by_expression: bool = field(default=False, repr=False)
     _keys_only: bool = field(default=False, repr=False)  # no time-window dimension
+    _every_key_set: tuple[_KeySet, ...] = field(default=(), repr=False)  # for counting
     _scan_polars: pl.Expr | None = field(default=None, repr=False)  # scan_filter for Polars
 
     @property
@@ -199,6 +200,7 @@ class _Condition:
     scan: BooleanExpression | None = None  # a cheaper superset for scans; None: ``iceberg``
     key_sets: tuple[_KeySet, ...] = ()  # what ``scan`` lets through that must be filtered out
     scan_polars: pl.Expr | None = None  # ``scan`` for Polars
+    every_key_set: tuple[_KeySet, ...] = ()  # all key conditions ANDed here, small ones too
 
     @property
     def scan_filter(self) -> BooleanExpression:
@@ -228,6 +230,7 @@ def _all(conditions: Sequence[_Condition]) -> _Condition:
         None if exact else reduce(And, (c.scan_filter for c in conditions)),
         tuple(k for c in conditions for k in c.key_sets),
         None if exact else pl.all_horizontal([c.scan_frame_filter for c in conditions]),
+        tuple(k for c in conditions for k in c.every_key_set),
     )
 
 
@@ -317,16 +320,20 @@ def _literal(value: object) -> object:
 def _key_condition(column: str, column_type: IcebergType, keys: Sequence[str]) -> _Condition:
     values = sorted(set(_typed_keys(column, column_type, keys)), key=str)
     literals = [_literal(v) for v in values]
+    ordered = sorted(values)  # natural order (ints numerically) for the range
+    key_set = (_KeySet(column, column_type, tuple(ordered)),)
     if len(values) == 1:
         return _Condition(
             EqualTo(column, literals[0]),
             pl.col(column) == pl.lit(values[0]),
             f"{column} == {values[0]!r}",
+            every_key_set=key_set,
         )
     text = f"{column} in {values!r}"
     if len(values) <= FEW_KEYS:
-        return _Condition(In(column, literals), pl.col(column).is_in(values), text)
-    ordered = sorted(values)  # natural order (ints numerically) for the range
+        return _Condition(
+            In(column, literals), pl.col(column).is_in(values), text, every_key_set=key_set
+        )
     return _Condition(
         In(column, literals),
         pl.col(column).is_in(values),
@@ -335,8 +342,9 @@ def _key_condition(column: str, column_type: IcebergType, keys: Sequence[str]) -
             GreaterThanOrEqual(column, _literal(ordered[0])),
             LessThanOrEqual(column, _literal(ordered[-1])),
         ),
-        (_KeySet(column, column_type, tuple(ordered)),),
+        key_set,
         (pl.col(column) >= pl.lit(ordered[0])) & (pl.col(column) <= pl.lit(ordered[-1])),
+        key_set,
     )
 
 
@@ -452,6 +460,7 @@ def _slice(
         _key_sets=condition.key_sets,
         _keys_only=keys_only,
         _scan_polars=condition.scan_frame_filter,
+        _every_key_set=condition.every_key_set,
     )
 
 
@@ -556,8 +565,8 @@ def _semi_join(data: pa.Table, combinations: _KeyCombinations) -> pa.Table:
     )
     position = "__floe_row__"
     numbered = data.select(columns).append_column(position, pa.array(range(data.num_rows)))
-    matched = numbered.join(keys, keys=columns, join_type="left semi")
-    return data.take(pc.sort_indices(matched.column(position)))
+    matched = numbered.join(keys, keys=columns, join_type="left semi").column(position)
+    return data.take(pc.take(matched, pc.sort_indices(matched)))  # in their original order
 
 
 def _cast_keys(keys: pl.LazyFrame, frame: pl.LazyFrame) -> pl.LazyFrame:
@@ -580,7 +589,9 @@ def _count_from_partition_values(table: Table, partition_slice: PartitionSlice) 
     if not partition_slice._keys_only or partition_slice._exact_by_expression:
         return None
     combinations = partition_slice._combinations
-    key_sets = combinations.key_sets if combinations else partition_slice._key_sets
+    key_sets = combinations.key_sets if combinations else partition_slice._every_key_set
+    if not key_sets:
+        return None
     snapshot = table.current_snapshot()
     if snapshot is None:
         return 0
