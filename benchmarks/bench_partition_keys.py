@@ -84,7 +84,7 @@ def child(keys: int, rows_per_key: int, mode: str, in_count_max: int, workdir: P
     timers = _Timers()
     timers.wrap(IcebergIOManager, "handle_output", "handle_output")
     timers.wrap(IcebergIOManager, "load_input", "load_input")
-    timers.wrap(io_manager_module, "_rows_after_write", "metadata")
+    timers.wrap(io_manager_module, "rows_after_write", "metadata")
 
     names = [f"key-{i:05d}" for i in range(keys)]
     partitions = dg.StaticPartitionsDefinition(names)

@@ -25,7 +25,7 @@ from typing import Any
 
 import dagster as dg
 
-from floe_dagster_iceberg.engine.identifiers import DEFAULT_NAMESPACE, asset_table_identifier
+from floe_dagster_iceberg.asset_tables import DEFAULT_NAMESPACE, asset_table_identifier
 from floe_dagster_iceberg.engine.maintenance import TableHealth
 from floe_dagster_iceberg.errors import TableNotFoundError
 from floe_dagster_iceberg.jobs.selection import AssetLike, iceberg_asset_tables

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import polars as pl
@@ -18,13 +18,11 @@ from dagster import (
     InputContext,
     MetadataValue,
     OutputContext,
-    TableColumn,
 )
-from dagster import TableSchema as DagsterTableSchema
 from pydantic import Field
-from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 
+from floe_dagster_iceberg.asset_tables import DEFAULT_NAMESPACE, asset_table_identifier
 from floe_dagster_iceberg.engine.config import (
     PartitionSpecUpdateMode,
     RetryPolicy,
@@ -32,19 +30,18 @@ from floe_dagster_iceberg.engine.config import (
     UpsertScope,
     WriteConfig,
     WriteMode,
-    WriteResult,
 )
-from floe_dagster_iceberg.engine.identifiers import DEFAULT_NAMESPACE, asset_table_identifier
 from floe_dagster_iceberg.engine.manager import IcebergTableManager
-from floe_dagster_iceberg.engine.types import arrow_to_iceberg_schema, type_to_string
+from floe_dagster_iceberg.engine.types import arrow_to_iceberg_schema
 from floe_dagster_iceberg.errors import InvalidInputError, TableNotFoundError
+from floe_dagster_iceberg.metadata import output_metadata, rows_after_write
 from floe_dagster_iceberg.resource import IcebergCatalogResource
 from floe_dagster_iceberg.slices import (
     PartitionSlice,
     build_partition_slice,
-    count_rows,
     parse_partition_spec_metadata,
 )
+from floe_dagster_iceberg.type_handlers import LoadRequest, handler_for_input, handler_for_output
 from floe_dagster_iceberg.version import __version__
 
 __all__ = ["IcebergIOManager", "create_iceberg_resources"]
@@ -101,7 +98,7 @@ class IcebergIOManager(ConfigurableIOManager):
         metadata = _merged_metadata(context)
         identifier = self._identifier(context.asset_key.path, metadata)
         table_name = ".".join(identifier)
-        data = _to_arrow(obj, table_name)
+        data = handler_for_output(obj, table_name).to_arrow(obj, table_name)
         manager = self.catalog.get_manager(logger=context.log)
         existing = _load_if_exists(manager, identifier)
         lineage = self.catalog.lineage().start_write(context, existing)
@@ -115,7 +112,7 @@ class IcebergIOManager(ConfigurableIOManager):
         except Exception as error:
             lineage.fail(error)
             raise
-        table = manager.load_table(identifier)
+        table = manager.committed_table(identifier) or manager.load_table(identifier)
         lineage.complete_write(table, result, config.mode)
         context.log.info(
             f"Iceberg {config.mode.value} of {table_name}"
@@ -124,9 +121,15 @@ class IcebergIOManager(ConfigurableIOManager):
             f"{result.commit_attempts} commit attempt(s)"
         )
         written = data.num_rows if isinstance(data, pa.Table) else None
+        rows = rows_after_write(manager, table, partition_slice, config.mode, written)
         context.add_output_metadata(
-            self._output_metadata(
-                manager, identifier, result, partition_slice, table, config.mode, written
+            output_metadata(
+                catalog_name=self.catalog.name,
+                table=table,
+                result=result,
+                rows=rows,
+                partition_slice=partition_slice,
+                mode=config.mode,
             )
         )
 
@@ -203,51 +206,6 @@ class IcebergIOManager(ConfigurableIOManager):
             column_types=column_types,
         )
 
-    def _output_metadata(
-        self,
-        manager: IcebergTableManager,
-        identifier: tuple[str, str],
-        result: WriteResult,
-        partition_slice: PartitionSlice | None,
-        table: Table,
-        mode: WriteMode,
-        written: int | None,
-    ) -> dict[str, Any]:
-        rows = _rows_after_write(manager, table, partition_slice, mode, written)
-        metadata: dict[str, Any] = {
-            "dagster/row_count": MetadataValue.int(rows),
-            "dagster/column_schema": _dagster_schema(table.schema()),
-            "dagster/table_name": MetadataValue.text(f"{self.catalog.name}.{'.'.join(identifier)}"),
-            "dagster/uri": MetadataValue.path(table.location()),
-            "iceberg/snapshot_id": MetadataValue.int(result.snapshot_id or 0),
-            "iceberg/operation": MetadataValue.text(result.operation or "none"),
-            "iceberg/rows_added": MetadataValue.int(result.rows_added),
-            "iceberg/rows_deleted": MetadataValue.int(result.rows_deleted),
-            "iceberg/files_added": MetadataValue.int(result.files_added),
-            "iceberg/files_deleted": MetadataValue.int(result.files_deleted),
-            "iceberg/bytes_added": MetadataValue.int(result.bytes_added),
-            "iceberg/bytes_deleted": MetadataValue.int(result.bytes_deleted),
-            "iceberg/commit_attempts": MetadataValue.int(result.commit_attempts),
-        }
-        if partition_slice is not None:
-            if partition_slice.key_count == 1:  # a ranged run's metadata covers every key in it
-                metadata["dagster/partition_row_count"] = MetadataValue.int(rows)
-            metadata["iceberg/partition_filter"] = MetadataValue.text(partition_slice.description)
-        if result.schema_changes:
-            metadata["iceberg/schema_changes"] = MetadataValue.text(
-                "; ".join(result.schema_changes)
-            )
-        if mode is WriteMode.UPSERT:
-            metadata.update(
-                {
-                    "iceberg/rows_updated": MetadataValue.int(result.rows_updated),
-                    "iceberg/rows_inserted": MetadataValue.int(result.rows_inserted),
-                    "iceberg/rows_unchanged": MetadataValue.int(result.rows_unchanged),
-                    "iceberg/files_rewritten": MetadataValue.int(result.files_rewritten),
-                }
-            )
-        return metadata
-
     # ------------------------------------------------------------------ inputs
 
     def load_input(self, context: InputContext) -> Any:
@@ -282,30 +240,9 @@ class IcebergIOManager(ConfigurableIOManager):
                     ),
                     column_types=_column_types(table, None),
                 )
-            row_filter = partition_slice.scan_filter if partition_slice else None
-            # A slice of many keys is read within its key range; its exact keys then select
-            # the rows, which needs the key columns even when the input asks for others.
-            scan_columns = columns
-            if columns and partition_slice is not None and not partition_slice.scan_is_exact:
-                scan_columns = list(dict.fromkeys([*columns, *partition_slice.filter_columns]))
-            wanted = _wanted_type(context)
-            rows = None
-            if wanted is pl.LazyFrame:
-                loaded = _lazy_frame(manager, table, partition_slice, columns, read)
-            elif wanted is pa.RecordBatchReader:
-                loaded = manager.scan_batches(table, row_filter, scan_columns, **read)
-                if partition_slice is not None:
-                    loaded = partition_slice.keep_batches(loaded)
-                if scan_columns != columns:
-                    loaded = _select_batches(loaded, columns)
-            else:
-                arrow = manager.scan(table, row_filter, scan_columns, **read)
-                if partition_slice is not None:
-                    arrow = partition_slice.keep(arrow)
-                if scan_columns != columns:
-                    arrow = arrow.select(columns)
-                rows = arrow.num_rows
-                loaded = pl.from_arrow(arrow) if wanted is pl.DataFrame else arrow
+            request = LoadRequest(manager, table, partition_slice, columns, read)
+            loaded = handler_for_input(_annotation(context)).load(request)
+            rows = _row_count(loaded)
         except Exception as error:
             lineage.fail(error)
             raise
@@ -380,26 +317,6 @@ def _snapshot_read(
     return snapshot.snapshot_id if snapshot else None
 
 
-def _rows_after_write(
-    manager: IcebergTableManager,
-    table: Table,
-    partition_slice: PartitionSlice | None,
-    mode: WriteMode,
-    written: int | None,
-) -> int:
-    """Rows of the run's slice (of the whole table when unpartitioned) after the write.
-
-    Never a scan of the rows: an overwrite left exactly the rows it wrote in its slice; the
-    whole table's count is in the snapshot summary; appends and upserts into a slice are
-    counted from file metadata (:func:`~floe_dagster_iceberg.slices.count_rows`).
-    """
-    if partition_slice is None:
-        return manager.count(table, None)
-    if mode is WriteMode.OVERWRITE and written is not None:
-        return written
-    return count_rows(manager, table, partition_slice)
-
-
 def _load_if_exists(manager: IcebergTableManager, identifier: tuple[str, str]) -> Table | None:
     try:
         return manager.load_table(identifier)
@@ -414,49 +331,6 @@ def _column_types(table: Table | None, data_schema: pa.Schema | None) -> dict[st
     if table is not None:
         types.update({f.name: f.field_type for f in table.schema().fields})
     return types
-
-
-def _to_arrow(obj: Any, table_name: str) -> pa.Table | pa.RecordBatchReader:
-    if isinstance(obj, pa.Table | pa.RecordBatchReader):
-        return obj
-    if isinstance(obj, pl.DataFrame | pl.LazyFrame):
-        try:
-            return obj.to_arrow() if isinstance(obj, pl.DataFrame) else _lazy_to_reader(obj)
-        except BaseException as error:
-            # Polars reports some frames it cannot export (e.g. a NUL in a column name) with a
-            # Rust panic, which is a BaseException.
-            if not isinstance(error, Exception) and type(error).__name__ != "PanicException":
-                raise
-            raise InvalidInputError(
-                f"Asset {table_name}: the Polars frame cannot be converted to Arrow "
-                f"({type(error).__name__}: {error}); check its column names and types."
-            ) from None
-    raise InvalidInputError(
-        f"Asset {table_name} returned a {type(obj).__module__}.{type(obj).__qualname__}; the Iceberg "
-        "IO manager stores pyarrow.Table, pyarrow.RecordBatchReader, polars.DataFrame and "
-        "polars.LazyFrame (or None to write nothing)."
-    )
-
-
-def _lazy_to_reader(frame: pl.LazyFrame) -> pa.RecordBatchReader:
-    """Stream a LazyFrame's batches instead of collecting the whole result."""
-    schema = frame.head(0).collect().to_arrow().schema
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        for chunk in frame.collect_batches():
-            yield from chunk.to_arrow().cast(schema).to_batches()
-
-    return pa.RecordBatchReader.from_batches(schema, batches())
-
-
-def _select_batches(reader: pa.RecordBatchReader, columns: list[str]) -> pa.RecordBatchReader:
-    schema = pa.schema([reader.schema.field(name) for name in columns])
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        for batch in reader:
-            yield batch.select(columns)
-
-    return pa.RecordBatchReader.from_batches(schema, batches())
 
 
 def _collect(data: pa.Table | pa.RecordBatchReader) -> pa.Table:
@@ -495,39 +369,14 @@ def _idempotency_key(context: OutputContext) -> str:
     return hashlib.sha256(identity.encode()).hexdigest()[:32]
 
 
-def _dagster_schema(schema: Schema) -> DagsterTableSchema:
-    return DagsterTableSchema(
-        columns=[
-            TableColumn(
-                name=f.name,
-                type=type_to_string(f.field_type),
-                description=f.doc,
-            )
-            for f in schema.fields
-        ]
-    )
+def _annotation(context: InputContext) -> Any:
+    return context.dagster_type.typing_type if context.dagster_type else None
 
 
-def _wanted_type(context: InputContext) -> Any:
-    typing_type = context.dagster_type.typing_type if context.dagster_type else None
-    if typing_type in (pl.DataFrame, pl.LazyFrame, pa.RecordBatchReader, pa.Table):
-        return typing_type
-    return pa.Table
-
-
-def _lazy_frame(
-    manager: IcebergTableManager,
-    table: Table,
-    partition_slice: PartitionSlice | None,
-    columns: list[str] | None,
-    read: Mapping[str, Any],
-) -> pl.LazyFrame:
-    snapshot_id = read.get("snapshot_id")
-    if read.get("as_of") is not None or read.get("ref") is not None:
-        snapshot_id = manager.snapshot_id_for(table, as_of=read.get("as_of"), ref=read.get("ref"))
-    frame = pl.scan_iceberg(table, snapshot_id=snapshot_id)
-    if partition_slice is not None:
-        frame = partition_slice.keep_lazy(frame)
-    if columns:
-        frame = frame.select(columns)
-    return frame
+def _row_count(loaded: Any) -> int | None:
+    """Rows of an input that is already in memory (lazy inputs are not counted)."""
+    if isinstance(loaded, pa.Table):
+        return loaded.num_rows
+    if isinstance(loaded, pl.DataFrame):
+        return loaded.height
+    return None

@@ -28,7 +28,7 @@ from infra.catalogs import dispose_catalog, load_test_catalog, unique_name
 from floe_dagster_iceberg.engine.config import PartitionField, WriteConfig
 from floe_dagster_iceberg.engine.manager import IcebergTableManager
 from floe_dagster_iceberg.errors import IcebergError
-from floe_dagster_iceberg.io_manager import _to_arrow
+from floe_dagster_iceberg.type_handlers import handler_for_output
 
 MAX_ROWS = 6
 
@@ -290,7 +290,9 @@ def test_polars_frames_round_trip_or_fail_with_our_error(fuzz_manager, data):
         return
     table = f"fuzz.{unique_name('p')}"
     try:
-        converted = _to_arrow(frame, table)  # what the IO manager does with the output
+        converted = handler_for_output(frame, table).to_arrow(
+            frame, table
+        )  # as the IO manager does
     except IcebergError:
         return
     if not _write_or_refuse(fuzz_manager, table, converted, WriteConfig()):

@@ -30,8 +30,8 @@ from datetime import timedelta
 import dagster as dg
 from pydantic import Field, model_validator
 
+from floe_dagster_iceberg.asset_tables import DEFAULT_NAMESPACE
 from floe_dagster_iceberg.checks import build_iceberg_health_checks
-from floe_dagster_iceberg.engine.identifiers import DEFAULT_NAMESPACE
 from floe_dagster_iceberg.jobs.definitions import build_iceberg_maintenance_definitions
 from floe_dagster_iceberg.jobs.op import DEFAULT_RESOURCE_KEY
 from floe_dagster_iceberg.jobs.options import MaintenanceOptions

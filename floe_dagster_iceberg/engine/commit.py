@@ -72,6 +72,8 @@ class CommitLoop:
         self.catalog = catalog
         self.telemetry = telemetry
         self.log = log
+        self.committed: dict[tuple[str, str], Table] = {}
+        """The table as the last commit of this loop left it, per identifier."""
 
     def run(
         self,
@@ -133,6 +135,7 @@ class CommitLoop:
                         pending = staged.commit
                         committed = send(self.catalog, pending)
                         files.landed(staged.added_paths)
+                        self.committed[identifier] = committed
                         result = _result(name, committed, write_id, attempt, staged, created)
                         self._log_commit(result, retry.max_attempts)
                         annotate_write_span(attempt_span, result)
@@ -151,6 +154,7 @@ class CommitLoop:
                         )
                         if found is not None:
                             files.landed(staged.added_paths)
+                            self.committed[identifier] = found
                             result = _result(name, found, write_id, attempt, staged, created)
                             self._log_commit(result, retry.max_attempts if retry else attempt)
                             return result

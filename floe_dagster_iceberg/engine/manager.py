@@ -146,6 +146,14 @@ class IcebergTableManager:
                 f"'{self.catalog.name}'; materialize its asset or create it first."
             ) from None
 
+    def committed_table(self, table: TableRef) -> Table | None:
+        """The table as this manager's last commit to it left it (no catalog request), if any.
+
+        Example:
+            >>> # manager.write("sales.orders", rows); manager.committed_table("sales.orders")
+        """
+        return self._commits.committed.get(self.identifier(table))
+
     def table_exists(self, table: TableRef) -> bool:
         identifier = self.identifier(table)
         with self._reaching(f"looking up table '{'.'.join(identifier)}'"):

@@ -6,7 +6,7 @@ from typing import Any
 
 import dagster as dg
 
-from floe_dagster_iceberg.engine.identifiers import DEFAULT_NAMESPACE
+from floe_dagster_iceberg.asset_tables import DEFAULT_NAMESPACE
 from floe_dagster_iceberg.jobs.job import build_iceberg_maintenance_job
 from floe_dagster_iceberg.jobs.op import DEFAULT_RESOURCE_KEY
 from floe_dagster_iceberg.jobs.options import MaintenanceOptions, maintenance_options

@@ -5,7 +5,7 @@ from typing import Any
 
 import dagster as dg
 
-from floe_dagster_iceberg.engine.identifiers import DEFAULT_NAMESPACE
+from floe_dagster_iceberg.asset_tables import DEFAULT_NAMESPACE
 from floe_dagster_iceberg.jobs.op import DEFAULT_RESOURCE_KEY, build_iceberg_maintenance_op
 from floe_dagster_iceberg.jobs.options import MaintenanceOptions
 from floe_dagster_iceberg.jobs.selection import DEFAULT_IO_MANAGER_KEY, AssetLike

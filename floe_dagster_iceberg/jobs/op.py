@@ -12,7 +12,7 @@ from typing import Any
 
 import dagster as dg
 
-from floe_dagster_iceberg.engine.identifiers import DEFAULT_NAMESPACE
+from floe_dagster_iceberg.asset_tables import DEFAULT_NAMESPACE
 from floe_dagster_iceberg.errors import TableNotFoundError
 from floe_dagster_iceberg.jobs.options import (
     MaintenanceOptions,

@@ -17,7 +17,7 @@ from typing import Any
 
 import dagster as dg
 
-from floe_dagster_iceberg.engine.identifiers import DEFAULT_NAMESPACE, asset_table_identifier
+from floe_dagster_iceberg.asset_tables import DEFAULT_NAMESPACE, asset_table_identifier
 
 __all__ = [
     "DEFAULT_IO_MANAGER_KEY",
