@@ -30,6 +30,8 @@ CASE_TITLES = {
 def _title(case: str) -> str:
     if case.startswith("concurrent_writes_"):
         return f"2. concurrent writes, {case.rsplit('_', 1)[1]} processes"
+    if case.startswith("history_growth_"):
+        return f"7. write one partition after {int(case.rsplit('_', 1)[1]):,} commits"
     return CASE_TITLES.get(case, case)
 
 
@@ -288,6 +290,7 @@ def markdown(results: dict[str, Any]) -> str:
         if details:
             lines.append(f"- {_title(case)}: " + "; ".join(details))
     lines.append("")
+    lines.extend(history_growth_section(results, systems))
     lines.append("## Targets")
     lines.append("")
     lines.append("| target | goal | verdict | measured |")
@@ -321,6 +324,92 @@ def markdown(results: dict[str, Any]) -> str:
     lines.append("Sizes: " + ", ".join(f"{k}={v}" for k, v in results.get("sizes", {}).items()))
     lines.append("")
     return "\n".join(lines)
+
+
+def _history_sizes(results: dict[str, Any]) -> list[int]:
+    return sorted(
+        int(case.rsplit("_", 1)[1])
+        for case in results.get("summary", {})
+        if case.startswith("history_growth_")
+    )
+
+
+def history_growth_section(results: dict[str, Any], systems: list[str]) -> list[str]:
+    """Workload 7: write and read times by history size, their growth, and the ratios."""
+    sizes = _history_sizes(results)
+    if not sizes:
+        return []
+
+    def write(system: str, n: int) -> float | None:  # the ok repeats, also of a partial cell
+        entry = _entry(results, f"history_growth_{n}", system)
+        return entry.get("median") if entry else None
+
+    def read(system: str, n: int) -> float | None:
+        entry = _entry(results, f"history_growth_{n}", system)
+        value = (entry or {}).get("extra", {}).get("read_seconds")
+        return value if isinstance(value, (int, float)) else None
+
+    def cell(system: str, n: int, value: float | None) -> str:
+        entry = _entry(results, f"history_growth_{n}", system)
+        if entry is None:
+            return "not run"
+        if not entry.get("ok"):
+            return "**failed**"
+        text = _fmt_seconds(value)
+        if entry["ok"] < entry["repeats"]:
+            text += f" ({entry['repeats'] - entry['ok']} of {entry['repeats']} failed)"
+        return text
+
+    few, many = sizes[0], sizes[-1]
+    growth = f"{many:,} / {few:,}"
+    lines = ["## 7. History growth", ""]
+    lines.append(
+        "One partition write (a new day) and one read of that partition, on a table that already"
+        " has N commits (raw Parquet: the same partitions as files, no commits). Median of the"
+        " repeats; the read runs in the same process right after the write."
+    )
+    lines.append("")
+    header = (
+        "| system | "
+        + " | ".join(f"write after {n:,}" for n in sizes)
+        + f" | write {growth} | "
+        + " | ".join(f"read after {n:,}" for n in sizes)
+        + f" | read {growth} |"
+    )
+    lines.append(header)
+    lines.append("|" + "---|" * (header.count("|") - 1))
+    for s in systems:
+        lines.append(
+            f"| {LABELS[s]} | "
+            + " | ".join(cell(s, n, write(s, n)) for n in sizes)
+            + f" | {_fmt_ratio(_ratio(write(s, many), write(s, few)))} | "
+            + " | ".join(cell(s, n, read(s, n)) for n in sizes)
+            + f" | {_fmt_ratio(_ratio(read(s, many), read(s, few)))} |"
+        )
+    lines.append("")
+    bases = [b for b in ("raw_parquet", "floe") if b in systems]
+    if bases:
+        lines.append(
+            "Ratios, write / read, of each system's median to raw Parquet's and to floe's:"
+        )
+        lines.append("")
+        header = (
+            "| system | "
+            + " | ".join(f"vs {LABELS[b]} after {n:,}" for b in bases for n in sizes)
+            + " |"
+        )
+        lines.append(header)
+        lines.append("|" + "---|" * (header.count("|") - 1))
+        for s in (s for s in systems if s != "raw_parquet"):
+            cells = []
+            for b in bases:
+                for n in sizes:
+                    w = _ratio(write(s, n), write(b, n))
+                    r = _ratio(read(s, n), read(b, n))
+                    cells.append("-" if s == b else f"{_fmt_ratio(w)} / {_fmt_ratio(r)}")
+            lines.append(f"| {LABELS[s]} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 def _ratio_cell(
@@ -368,6 +457,20 @@ def _details(results: dict[str, Any], case: str, systems: list[str]) -> list[str
                     f" warm {_fmt_seconds(extra.get('io_manager_warm_seconds'))}; Dagster's own cost of a run:"
                     f" {_fmt_seconds(extra.get('dagster_run_overhead_seconds'))})"
                 )
+            out.append(text)
+        elif case.startswith("history_growth_"):
+            text = f"{label} write {_fmt_seconds(entry['median'])}"
+            if "io_manager_write_seconds" in extra:
+                text += f" ({_fmt_seconds(extra['io_manager_write_seconds'])} in the IO manager)"
+            text += f", read {_fmt_seconds(extra.get('read_seconds'))}"
+            if "io_manager_read_seconds" in extra:
+                text += f" ({_fmt_seconds(extra['io_manager_read_seconds'])} in the IO manager)"
+            if "metadata_json_bytes" in extra:
+                text += (
+                    f"; metadata JSON {extra['metadata_json_bytes'] / 1024:.0f} KiB,"
+                    f" {extra.get('manifests', 0):.0f} manifests"
+                )
+            text += f"; history built in {_fmt_seconds(extra.get('history_setup_seconds'))}"
             out.append(text)
         elif "io_manager_seconds" in extra:
             text = (

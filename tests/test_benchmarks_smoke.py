@@ -21,6 +21,9 @@ CASES = [
     "partition_read",
     "range_backfill",
     "compaction",
+    "history_growth_2",
+    "history_growth_5",
+    "history_growth_10",
 ]
 
 
@@ -40,7 +43,7 @@ def test_smoke_run_covers_every_workload_without_errors(tmp_path: Path) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (json_path,) = tmp_path.glob("*.json")
@@ -63,6 +66,11 @@ def test_smoke_run_covers_every_workload_without_errors(tmp_path: Path) -> None:
     assert {t["target"] for t in results["targets"]} >= {"concurrent writes", "range backfill"}
     markdown = json_path.with_suffix(".md").read_text()
     assert "| 3. upsert into one partition |" in markdown
+    assert "## 7. History growth" in markdown
+    for commits in (2, 5, 10):
+        extra = results["summary"][f"history_growth_{commits}"]["floe"]["extra"]
+        assert extra["history_commits"] == commits
+        assert extra["read_seconds"] > 0
     assert "dagster_iceberg" not in results["systems"]
     try:
         import matplotlib  # noqa: F401

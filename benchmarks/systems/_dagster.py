@@ -192,5 +192,8 @@ class DagsterSystem(System):
     def data_file_count(self) -> int:
         return _iceberg.live_data_files(self.ctx)
 
+    def snapshot_count(self) -> int:
+        return _iceberg.snapshot_count(self.ctx)
+
     def build_small_files(self, days: int, batches: int, rows_per_file: int) -> None:
         _iceberg.build_small_files(self.ctx, days, batches, rows_per_file)

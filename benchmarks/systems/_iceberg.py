@@ -59,6 +59,10 @@ def live_data_files(ctx: Context) -> int:
     return table.inspect.files().num_rows
 
 
+def snapshot_count(ctx: Context) -> int:
+    return len(open_catalog(ctx).load_table(ctx.identifier).snapshots())
+
+
 def count_rows(ctx: Context) -> int:
     try:
         table = open_catalog(ctx).load_table(ctx.identifier)

@@ -16,7 +16,9 @@ and raises :class:`NotSupported` when the system has no equivalent of the worklo
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -36,6 +38,8 @@ NAMESPACE = "bench"
 TABLE = "events"
 CATALOG_NAME = "bench"
 RESULT_MARKER = "@@BENCH-RESULT@@"
+#: the day the history-growth workload writes and reads (2024-01-31, a new partition)
+HISTORY_TIMED_DAY = 30
 
 
 class NotSupported(Exception):
@@ -87,6 +91,11 @@ def peak_rss_mb() -> float:
     return max(own, children) / 1024
 
 
+def own_peak_rss_mb() -> float:
+    """Peak resident memory of this process alone (not of the setup processes it ran), MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 class _Clock:
     def __init__(self) -> None:
         self.start = time.perf_counter()
@@ -101,6 +110,8 @@ class System(ABC):
     name: ClassVar[str]
     #: Distributions whose versions are recorded with every run of the system.
     distributions: ClassVar[tuple[str, ...]] = ("pyarrow",)
+    #: Whether the system keeps an Iceberg table (with snapshots) rather than plain files.
+    iceberg: ClassVar[bool] = True
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -147,6 +158,10 @@ class System(ABC):
     @abstractmethod
     def build_small_files(self, days: int, batches: int, rows_per_file: int) -> None:
         """Set up a table of ``days * batches`` small files (not timed)."""
+
+    def snapshot_count(self) -> int | None:
+        """Snapshots of the table (verification, never timed); None without snapshots."""
+        return None
 
     def versions(self) -> dict[str, str]:
         return versions_of(*self.distributions)
@@ -378,6 +393,106 @@ class System(ABC):
             },
         }
 
+    def history_growth(self, p: dict[str, Any]) -> dict[str, Any]:
+        """Workload 7: one partition write and one read of it, on a table that already has
+        ``history_commits`` commits (built untimed, the same way for every system)."""
+        commits, rows = p["history_commits"], p["history_rows"]
+        day = HISTORY_TIMED_DAY
+        table = data.partition_table(day, rows)
+        built = self.build_history(commits, p["history_commit_rows"])
+        self.prepare()
+        if self.iceberg:
+            # the SQL catalog module every Iceberg system's first write loads: imported here, as
+            # each adapter's prepare() imports what its writes use, but not connected
+            importlib.import_module("pyiceberg.catalog.sql")
+        self.reset_inner()
+        clock = _Clock()
+        self.write_partition(day, table)
+        write_seconds = clock()
+        write_inner = self.inner_seconds()
+        self.reset_inner()
+        clock = _Clock()
+        got = self.read_partition(day)
+        read_seconds = clock()
+        read_inner = self.inner_seconds()
+        measured_peak = own_peak_rss_mb()
+        if got.num_rows != rows:
+            raise AssertionError(f"{self.name}: read {got.num_rows} rows, expected {rows}")
+        del got
+        self._expect_rows(built["rows_in_table"] + rows)
+        snapshots_after = self.snapshot_count()
+        extra: dict[str, Any] = {
+            "history_commits": commits,
+            "write_seconds": write_seconds,
+            "read_seconds": read_seconds,
+            "history_partitions": built["partitions"],
+            "history_setup_seconds": built["setup_seconds"],
+            **self.overheads(),
+        }
+        if write_inner is not None:
+            extra["io_manager_write_seconds"] = write_inner
+            extra["io_manager_read_seconds"] = read_inner
+        for key in ("metadata_json_bytes", "manifests"):
+            if key in built:
+                extra[key] = built[key]
+        if snapshots_after is not None:
+            extra["snapshots_added_by_write"] = snapshots_after - commits
+        return {
+            "seconds": write_seconds,
+            "rows": rows,
+            "failures": 0,
+            "extra": extra,
+            # the setup processes are larger than some systems' own run: report the measured one
+            "measured_peak_rss_mb": measured_peak,
+        }
+
+    def build_history(self, commits: int, rows: int) -> dict[str, Any]:
+        """Set up a table with ``commits`` prior commits of ``rows`` rows each (not timed).
+
+        An Iceberg system first creates the table its own way (its ``write_partition`` of the
+        history's first day, in a child process), then ``benchmarks.history`` adds the other
+        commits through the floe table manager, in a process of the main environment. Nothing
+        of it runs in this process, so the timed operations start as cold as in any other
+        workload."""
+        started = time.perf_counter()
+        if self.iceberg:
+            from benchmarks import history
+
+            first = history.plan(1)[0]
+            child = self._spawn_child(
+                {"task": "create", "day": first.day, "rows": rows}, "history-create"
+            )
+            out, _ = child.communicate(input="")
+            outcome = _parse_result(out)
+            if outcome is None or not outcome.get("ok"):
+                raise RuntimeError(
+                    f"creating the table failed: {(outcome or {}).get('error', out[-500:])}"
+                )
+        spec = {
+            "ctx": self.ctx.to_json(),
+            "format": "iceberg" if self.iceberg else "parquet",
+            "commits": commits,
+            "rows": rows,
+        }
+        python = os.environ.get("BENCH_HISTORY_PYTHON") or sys.executable
+        with open(self.ctx.workdir / "history-build.log", "w") as log:
+            proc = subprocess.run(
+                [python, "-m", "benchmarks.history", json.dumps(spec)],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
+        built = _parse_result(proc.stdout)
+        if proc.returncode != 0 or built is None:
+            tail = (self.ctx.workdir / "history-build.log").read_text(errors="replace")[-800:]
+            raise RuntimeError(f"building the history failed: {tail}")
+        if self.iceberg and built["snapshots"] != commits:
+            raise AssertionError(
+                f"{self.name}: the table has {built['snapshots']} snapshots, expected {commits}"
+            )
+        built["setup_seconds"] = time.perf_counter() - started
+        return built
+
     WORKLOADS: ClassVar[dict[str, str]] = {
         "sequential_writes": "sequential_writes",
         "concurrent_writes": "concurrent_writes",
@@ -385,6 +500,7 @@ class System(ABC):
         "partition_read": "partition_read",
         "range_backfill": "range_backfill",
         "compaction": "compaction",
+        "history_growth": "history_growth",
     }
 
     def run_workload(self, workload: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -403,7 +519,8 @@ class System(ABC):
         )
 
     def run_child(self, task: dict[str, Any]) -> dict[str, Any]:
-        """The body of a child process: one concurrent writer, or the partition reader."""
+        """The body of a child process: one concurrent writer, the partition reader, or the
+        write that creates the history-growth workload's table."""
         if task["task"] == "read":
             self.prepare()
             timings, rows, inner = [], [], []
@@ -427,6 +544,12 @@ class System(ABC):
                 "peak_rss_mb": peak_rss_mb(),
             }
         table = data.partition_table(task["day"], task["rows"])
+        if task["task"] == "create":  # the table, created by the system's own first write
+            try:
+                self.write_partition(task["day"], table)
+            except Exception as error:
+                return {"ok": False, "error": f"{type(error).__name__}: {_root_message(error)}"}
+            return {"ok": True}
         self.prepare()
         print("READY", flush=True)
         sys.stdin.readline()

@@ -57,6 +57,9 @@ class PyIcebergDirect(System):
     def count_rows(self) -> int:
         return _iceberg.count_rows(self.ctx)
 
+    def snapshot_count(self) -> int:
+        return _iceberg.snapshot_count(self.ctx)
+
     def compact(self) -> None:
         table = self.catalog.load_table(self.ctx.identifier)
         table.overwrite(table.scan().to_arrow())

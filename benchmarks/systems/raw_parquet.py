@@ -25,6 +25,7 @@ COLUMNS = data.SCHEMA.names
 class RawParquet(System):
     name = "raw_parquet"
     distributions = ("pyarrow",)
+    iceberg = False
 
     @property
     def root(self) -> Path:
