@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression
-from pyiceberg.expressions.visitors import bind, expression_evaluator, strict_projection
+from pyiceberg.expressions.visitors import (
+    bind,
+    expression_evaluator,
+    inclusive_projection,
+    manifest_evaluator,
+    strict_projection,
+)
 from pyiceberg.io import FileIO
 from pyiceberg.io.pyarrow import ArrowScan, expression_to_pyarrow
-from pyiceberg.manifest import DataFile
+from pyiceberg.manifest import DataFile, ManifestContent, ManifestFile
 from pyiceberg.schema import Schema
 from pyiceberg.table import DataScan, FileScanTask
 from pyiceberg.table.metadata import TableMetadata
 
-from floe_dagster_iceberg.engine._pyiceberg import file_only_holds
+from floe_dagster_iceberg.engine._pyiceberg import file_may_hold, file_only_holds
 
 
 @dataclass
@@ -35,32 +42,92 @@ def files_in_slice(
 ) -> SliceFiles:
     """Plan the files of ``metadata``'s current snapshot that hold rows of ``row_filter``.
 
+    The filter is bound once per partition spec, never per file, so a slice of many keys
+    (an ``In`` of thousands of values) costs the same per file as a slice of one.
+
     Example:
         >>> # files_in_slice(table.metadata, table.io, EqualTo("day", "2024-01-01")).whole
     """
     found = SliceFiles()
-    if metadata.current_snapshot() is None:
-        return found
-    schema = metadata.schema()
-    specs = metadata.specs()
-    only_holds = file_only_holds(schema, row_filter)
-    partition_only_holds = {}
-    scan = DataScan(table_metadata=metadata, io=io, row_filter=row_filter, case_sensitive=True)
-    for task in scan.plan_files():
-        data_file = task.file
-        spec_id = data_file.spec_id
-        if spec_id not in partition_only_holds:
-            spec = specs[spec_id]
-            partition_schema = spec.partition_type(schema)
-            projected = strict_projection(schema, spec, True)(row_filter)
-            partition_only_holds[spec_id] = expression_evaluator(
-                Schema(*partition_schema.fields), projected, True
-            )
-        if partition_only_holds[spec_id](data_file.partition) or only_holds(data_file):
+    partial: list[DataFile] = []
+    only_holds = file_only_holds(metadata.schema(), row_filter)
+    strict = _PartitionTest(metadata, row_filter, strict_projection)
+    for data_file in _candidates(metadata, io, row_filter):
+        if strict(data_file) or only_holds(data_file):
             found.whole.append(data_file)
         else:
-            found.partial.append(task)
+            partial.append(data_file)
+    if partial:
+        found.partial = _scan_tasks(metadata, io, row_filter, partial)
     return found
+
+
+def live_paths(metadata: TableMetadata, io: FileIO, scope: BooleanExpression) -> frozenset[str]:
+    """The paths of the live data files that may hold rows of ``scope``."""
+    return frozenset(f.file_path for f in _candidates(metadata, io, scope))
+
+
+class _PartitionTest:
+    """Whether a data file's partition matches a projection of a row filter (per spec, bound
+    once)."""
+
+    def __init__(
+        self, metadata: TableMetadata, row_filter: BooleanExpression, projection: Callable
+    ) -> None:
+        self._schema = metadata.schema()
+        self._specs = metadata.specs()
+        self._row_filter = row_filter
+        self._projection = projection
+        self._tests: dict[int, Callable[[Any], bool]] = {}
+
+    def __call__(self, data_file: DataFile) -> bool:
+        spec_id = data_file.spec_id
+        if spec_id not in self._tests:
+            spec = self._specs[spec_id]
+            projected = self._projection(self._schema, spec, True)(self._row_filter)
+            partition_schema = Schema(*spec.partition_type(self._schema).fields)
+            self._tests[spec_id] = expression_evaluator(partition_schema, projected, True)
+        return self._tests[spec_id](data_file.partition)
+
+
+def _candidates(
+    metadata: TableMetadata, io: FileIO, row_filter: BooleanExpression
+) -> Iterator[DataFile]:
+    """Live data files whose manifest, partition and column statistics allow ``row_filter``."""
+    snapshot = metadata.current_snapshot()
+    if snapshot is None:
+        return
+    schema = metadata.schema()
+    specs = metadata.specs()
+    may_hold = file_may_hold(schema, row_filter)
+    partition_may_hold = _PartitionTest(metadata, row_filter, inclusive_projection)
+    manifest_tests: dict[int, Callable[[ManifestFile], bool]] = {}
+    for manifest in snapshot.manifests(io):
+        if manifest.content != ManifestContent.DATA:
+            continue
+        spec_id = manifest.partition_spec_id
+        if spec_id not in manifest_tests:
+            spec = specs[spec_id]
+            projected = inclusive_projection(schema, spec, True)(row_filter)
+            manifest_tests[spec_id] = manifest_evaluator(spec, schema, projected, True)
+        if not manifest_tests[spec_id](manifest):
+            continue
+        for entry in manifest.fetch_manifest_entry(io, discard_deleted=True):
+            data_file = entry.data_file
+            if partition_may_hold(data_file) and may_hold(data_file):
+                yield data_file
+
+
+def _scan_tasks(
+    metadata: TableMetadata, io: FileIO, row_filter: BooleanExpression, files: list[DataFile]
+) -> list[FileScanTask]:
+    """Read tasks of partly covered files, with the delete files that apply to them."""
+    summary = metadata.current_snapshot().summary  # type: ignore[union-attr]
+    if not summary or int(summary.get("total-delete-files") or 0) == 0:
+        return [FileScanTask(data_file) for data_file in files]
+    wanted = {f.file_path for f in files}
+    scan = DataScan(table_metadata=metadata, io=io, row_filter=row_filter, case_sensitive=True)
+    return [task for task in scan.plan_files() if task.file.file_path in wanted]
 
 
 def rows_outside(
@@ -86,11 +153,3 @@ def rows_outside(
         else:
             results.append((task.file, rows.filter(outside)))
     return results
-
-
-def live_paths(metadata: TableMetadata, io: FileIO, scope: BooleanExpression) -> frozenset[str]:
-    """The paths of the live data files that may hold rows of ``scope``."""
-    if metadata.current_snapshot() is None:
-        return frozenset()
-    scan = DataScan(table_metadata=metadata, io=io, row_filter=scope, case_sensitive=True)
-    return frozenset(task.file.file_path for task in scan.plan_files())

@@ -266,7 +266,6 @@ class _FileMatch:
 class _Plan:
     matches: list[_FileMatch] = field(default_factory=list)
     files_scanned: int = 0
-    read_files: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -369,7 +368,9 @@ def plan_upsert(
         files_rewritten=len(rewrite),
         files_scanned=plan.files_scanned,
     )
-    result = UpsertPlan(outcome, conflict_filter=scan_filter, read_files=plan.read_files)
+    result = UpsertPlan(
+        outcome, conflict_filter=scan_filter, read_files=live_paths(metadata, io, scan_filter)
+    )
     if not outcome.changed:
         return result
 
@@ -502,7 +503,6 @@ def _match_files(
             table_metadata=metadata, io=io, row_filter=scan_filter, case_sensitive=True
         ).plan_files()
     )
-    plan.read_files = frozenset(task.file.file_path for task in tasks)
     source_keys = _join_keys(data.select(keys)).append_column(
         _SRC, pa.array(np.arange(data.num_rows, dtype=np.int64))
     )

@@ -167,8 +167,10 @@ def stage_write(
         scope = slice_filter
     else:
         scope = AlwaysFalse()
-    if not added and not removed:
+    if not added and not removed and config.mode is not WriteMode.OVERWRITE:
         return staged
+    # An overwrite always commits, even with nothing to add or remove: the slice was written
+    # (and is empty), which readers of the history and freshness checks rely on.
     change = FileChange(
         operation=Operation.OVERWRITE if removed else Operation.APPEND,
         added=added,
