@@ -88,7 +88,7 @@ SMOKE_SIZES: dict[str, Any] = {
     "small_files": 12,
     "compaction_partitions": 3,
     "compaction_rows": 1_200,
-    "history_commits": [2, 5, 10],
+    "history_commits": [3],
     "history_commit_rows": 50,
     "history_rows": 2_000,
 }
