@@ -65,7 +65,20 @@ class CommitLoop:
     """Commits the writes of one catalog: one snapshot each, retried against the fresh table.
 
     Example:
-        >>> # CommitLoop(catalog, Telemetry(None), log).run(("sales", "orders"), stage, RetryPolicy())
+        >>> import pyarrow as pa, tempfile
+        >>> from pyiceberg.catalog.sql import SqlCatalog
+        >>> tmp = tempfile.mkdtemp()
+        >>> catalog = SqlCatalog("doc", uri=f"sqlite:///{tmp}/c.db", warehouse=f"file://{tmp}")
+        >>> catalog.create_namespace("sales")
+        >>> from floe_dagster_iceberg.engine.config import WriteConfig
+        >>> from floe_dagster_iceberg.engine.write import WriteData, stage_write
+        >>> data = WriteData(pa.table({"id": [1, 2]}), "sales.orders")
+        >>> def stage(table, changes, properties, files):
+        ...     return stage_write("sales.orders", table, changes, data, WriteConfig(), properties, files)
+        >>> loop = CommitLoop(catalog, Telemetry(None), log)
+        >>> result = loop.run(("sales", "orders"), stage, RetryPolicy(), (data.schema, WriteConfig()))
+        >>> result.operation, result.rows_added, result.created_table
+        ('append', 2, True)
     """
 
     def __init__(self, catalog: Catalog, telemetry: Telemetry, log: logging.Logger) -> None:

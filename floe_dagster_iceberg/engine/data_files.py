@@ -51,7 +51,15 @@ def write_data_files(
     The files belong to the table's default partition spec; nothing is committed.
 
     Example:
-        >>> # files = write_data_files(table.metadata, table.io, rows)
+        >>> import pyarrow as pa, tempfile
+        >>> from pyiceberg.catalog.sql import SqlCatalog
+        >>> tmp = tempfile.mkdtemp()
+        >>> catalog = SqlCatalog("doc", uri=f"sqlite:///{tmp}/c.db", warehouse=f"file://{tmp}")
+        >>> catalog.create_namespace("sales")
+        >>> rows = pa.table({"id": [1, 2, 3]})
+        >>> table = catalog.create_table("sales.orders", rows.schema)
+        >>> [f.record_count for f in write_data_files(table.metadata, table.io, rows)]
+        [3]
     """
     if rows.num_rows == 0:
         return []

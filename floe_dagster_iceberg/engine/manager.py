@@ -150,7 +150,14 @@ class IcebergTableManager:
         """The table as this manager's last commit to it left it (no catalog request), if any.
 
         Example:
-            >>> # manager.write("sales.orders", rows); manager.committed_table("sales.orders")
+            >>> import pyarrow as pa, tempfile
+            >>> from pyiceberg.catalog.sql import SqlCatalog
+            >>> tmp = tempfile.mkdtemp()
+            >>> catalog = SqlCatalog("doc", uri=f"sqlite:///{tmp}/c.db", warehouse=f"file://{tmp}")
+            >>> manager = IcebergTableManager(catalog)
+            >>> result = manager.write("sales.orders", pa.table({"id": [1, 2]}))
+            >>> manager.committed_table("sales.orders").current_snapshot().snapshot_id == result.snapshot_id
+            True
         """
         return self._commits.committed.get(self.identifier(table))
 
@@ -180,7 +187,19 @@ class IcebergTableManager:
         An existing table is never changed: compare ``result.differences`` and evolve explicitly.
 
         Example:
-            >>> # manager.create_table(TableConfig(namespace="sales", name="orders", schema=...))
+            >>> import pyarrow as pa, tempfile
+            >>> from pyiceberg.catalog.sql import SqlCatalog
+            >>> tmp = tempfile.mkdtemp()
+            >>> catalog = SqlCatalog("doc", uri=f"sqlite:///{tmp}/c.db", warehouse=f"file://{tmp}")
+            >>> manager = IcebergTableManager(catalog)
+            >>> from floe_dagster_iceberg.engine.config import ColumnSpec, TableSchema
+            >>> config = TableConfig(
+            ...     namespace="sales",
+            ...     name="orders",
+            ...     schema=TableSchema(columns=[ColumnSpec(name="id", type="long")]),
+            ... )
+            >>> manager.create_table(config).created, manager.create_table(config).created
+            (True, False)
         """
         identifier = config.identifier
         with self.telemetry.span("create", identifier) as span:
@@ -223,7 +242,14 @@ class IcebergTableManager:
         rename, make optional, set doc. Anything else raises ``SchemaEvolutionError``.
 
         Example:
-            >>> # manager.evolve_schema("sales.orders", [SchemaChange.add_column("email", "string")])
+            >>> import pyarrow as pa, tempfile
+            >>> from pyiceberg.catalog.sql import SqlCatalog
+            >>> tmp = tempfile.mkdtemp()
+            >>> catalog = SqlCatalog("doc", uri=f"sqlite:///{tmp}/c.db", warehouse=f"file://{tmp}")
+            >>> manager = IcebergTableManager(catalog)
+            >>> _ = manager.write("sales.orders", pa.table({"id": [1]}))
+            >>> manager.evolve_schema("sales.orders", [SchemaChange.add_column("email", "string")]).columns
+            ('id long', 'email string')
         """
         identifier = self.identifier(table)
         name = ".".join(identifier)
@@ -261,8 +287,22 @@ class IcebergTableManager:
         table; rows are never lost or duplicated.
 
         Example:
-            >>> # manager.write("sales.orders", arrow_table, WriteConfig(mode="overwrite",
-            >>> #               row_filter=EqualTo("day", "2024-01-01")))
+            >>> import pyarrow as pa, tempfile
+            >>> from pyiceberg.catalog.sql import SqlCatalog
+            >>> tmp = tempfile.mkdtemp()
+            >>> catalog = SqlCatalog("doc", uri=f"sqlite:///{tmp}/c.db", warehouse=f"file://{tmp}")
+            >>> manager = IcebergTableManager(catalog)
+            >>> from pyiceberg.expressions import EqualTo
+            >>> day = PartitionField(source_column="day")
+            >>> rows = pa.table({"day": ["a", "a", "b"], "n": [1, 2, 3]})
+            >>> _ = manager.write("sales.orders", rows, WriteConfig(partition_spec=[day]))
+            >>> result = manager.write(
+            ...     "sales.orders",
+            ...     pa.table({"day": ["a"], "n": [9]}),
+            ...     WriteConfig(mode="overwrite", row_filter=EqualTo("day", "a")),
+            ... )
+            >>> result.operation, result.rows_deleted, result.rows_added
+            ('overwrite', 2, 1)
         """
         config = config or WriteConfig()
         identifier = self.identifier(table)
@@ -314,7 +354,17 @@ class IcebergTableManager:
         partition slice to match in (rows of other partitions are never touched).
 
         Example:
-            >>> # manager.upsert("crm.customers", arrow_table, join_cols=["customer_id"])
+            >>> import pyarrow as pa, tempfile
+            >>> from pyiceberg.catalog.sql import SqlCatalog
+            >>> tmp = tempfile.mkdtemp()
+            >>> catalog = SqlCatalog("doc", uri=f"sqlite:///{tmp}/c.db", warehouse=f"file://{tmp}")
+            >>> manager = IcebergTableManager(catalog)
+            >>> _ = manager.write("crm.customers", pa.table({"id": [1, 2], "tier": ["a", "b"]}))
+            >>> result = manager.upsert(
+            ...     "crm.customers", pa.table({"id": [2, 3], "tier": ["B", "c"]}), join_cols=["id"]
+            ... )
+            >>> result.rows_updated, result.rows_inserted
+            (1, 1)
         """
         row_filter = None if isinstance(scope, UpsertScope) else scope
         base = (config or WriteConfig()).model_dump(exclude={"retry"})
@@ -331,8 +381,6 @@ class IcebergTableManager:
         retry = config.retry if config else self.retry
         return self.write(table, data, WriteConfig(**base, retry=retry))
 
-    # ------------------------------------------------------------------ commit loop
-
     # ------------------------------------------------------------------ reads
 
     def scan(
@@ -348,7 +396,17 @@ class IcebergTableManager:
         """Read rows as Arrow, optionally filtered, projected and at a past snapshot, time or tag.
 
         Example:
-            >>> # manager.scan("sales.orders", EqualTo("region", "eu"), columns=["id"], ref="v1")
+            >>> import pyarrow as pa, tempfile
+            >>> from pyiceberg.catalog.sql import SqlCatalog
+            >>> tmp = tempfile.mkdtemp()
+            >>> catalog = SqlCatalog("doc", uri=f"sqlite:///{tmp}/c.db", warehouse=f"file://{tmp}")
+            >>> manager = IcebergTableManager(catalog)
+            >>> from pyiceberg.expressions import EqualTo
+            >>> _ = manager.write("sales.orders", pa.table({"id": [1, 2], "region": ["eu", "us"]}))
+            >>> snapshot_id = manager.tag("sales.orders", "v1")
+            >>> _ = manager.write("sales.orders", pa.table({"id": [3], "region": ["eu"]}))
+            >>> manager.scan("sales.orders", EqualTo("region", "eu"), columns=["id"], ref="v1").to_pylist()
+            [{'id': 1}]
         """
         identifier = self.identifier(table)
         with (

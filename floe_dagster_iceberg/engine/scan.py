@@ -1,7 +1,16 @@
 """Reads: scan planning with a filter, columns and time travel (snapshot id, timestamp, ref).
 
 Example:
-    >>> # plan_scan(table, row_filter=EqualTo("day", "2024-01-01"), columns=["id"]).to_arrow()
+    >>> import pyarrow as pa, tempfile
+    >>> from pyiceberg.catalog.sql import SqlCatalog
+    >>> tmp = tempfile.mkdtemp()
+    >>> catalog = SqlCatalog("doc", uri=f"sqlite:///{tmp}/c.db", warehouse=f"file://{tmp}")
+    >>> catalog.create_namespace("sales")
+    >>> from pyiceberg.expressions import EqualTo
+    >>> table = catalog.create_table("sales.orders", pa.schema([("id", pa.int64()), ("day", pa.string())]))
+    >>> table.append(pa.table({"id": [1, 2], "day": ["a", "b"]}))
+    >>> plan_scan(table, row_filter=EqualTo("day", "a"), columns=["id"]).to_arrow().to_pylist()
+    [{'id': 1}]
 """
 
 from __future__ import annotations

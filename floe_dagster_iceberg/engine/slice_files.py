@@ -46,7 +46,20 @@ def files_in_slice(
     (an ``In`` of thousands of values) costs the same per file as a slice of one.
 
     Example:
-        >>> # files_in_slice(table.metadata, table.io, EqualTo("day", "2024-01-01")).whole
+        >>> import pyarrow as pa, tempfile
+        >>> from pyiceberg.catalog.sql import SqlCatalog
+        >>> tmp = tempfile.mkdtemp()
+        >>> catalog = SqlCatalog("doc", uri=f"sqlite:///{tmp}/c.db", warehouse=f"file://{tmp}")
+        >>> catalog.create_namespace("sales")
+        >>> from pyiceberg.expressions import EqualTo
+        >>> rows = pa.table({"day": ["a", "b"], "n": [1, 2]})
+        >>> table = catalog.create_table("sales.orders", rows.schema)
+        >>> with table.update_spec() as spec:
+        ...     _ = spec.add_identity("day")
+        >>> table.append(rows)
+        >>> found = files_in_slice(table.metadata, table.io, EqualTo("day", "a"))
+        >>> [f.record_count for f in found.whole], found.partial
+        ([1], [])
     """
     found = SliceFiles()
     partial: list[DataFile] = []

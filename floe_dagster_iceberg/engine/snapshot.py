@@ -94,7 +94,19 @@ def produce_snapshot(
     fails this one cleanly and it can be planned again.
 
     Example:
-        >>> # produced = produce_snapshot(table.metadata, table.io, FileChange(Operation.APPEND, added=files), {})
+        >>> import pyarrow as pa, tempfile
+        >>> from pyiceberg.catalog.sql import SqlCatalog
+        >>> tmp = tempfile.mkdtemp()
+        >>> catalog = SqlCatalog("doc", uri=f"sqlite:///{tmp}/c.db", warehouse=f"file://{tmp}")
+        >>> catalog.create_namespace("sales")
+        >>> from floe_dagster_iceberg.engine.data_files import write_data_files
+        >>> rows = pa.table({"id": [1, 2]})
+        >>> table = catalog.create_table("sales.orders", rows.schema)
+        >>> files = write_data_files(table.metadata, table.io, rows)
+        >>> produced = produce_snapshot(table.metadata, table.io, FileChange(Operation.APPEND, files), {})
+        >>> _ = catalog.commit_table(table, produced.requirements, produced.updates)
+        >>> table.refresh().scan().to_arrow().num_rows
+        2
     """
     producer = _Producer(metadata, io, branch)
     try:

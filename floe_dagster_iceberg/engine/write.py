@@ -2,7 +2,21 @@
 (written once), and the file change of its snapshot.
 
 Example:
-    >>> # staged = stage_write("sales.orders", table, MetadataChanges(table), WriteData(rows, "sales.orders"), WriteConfig(), {}, WrittenFiles())
+    >>> import pyarrow as pa, tempfile
+    >>> from pyiceberg.catalog.sql import SqlCatalog
+    >>> tmp = tempfile.mkdtemp()
+    >>> catalog = SqlCatalog("doc", uri=f"sqlite:///{tmp}/c.db", warehouse=f"file://{tmp}")
+    >>> catalog.create_namespace("sales")
+    >>> rows = pa.table({"id": [1, 2]})
+    >>> table = catalog.create_table("sales.orders", rows.schema)
+    >>> staged = stage_write(
+    ...     "sales.orders", table, MetadataChanges(table), WriteData(rows, "sales.orders"),
+    ...     WriteConfig(), {}, WrittenFiles(),
+    ... )
+    >>> staged.changed, staged.added_paths != frozenset()
+    (True, True)
+    >>> staged.commit.metadata_files != []  # its manifests, deleted if the commit is refused
+    True
 """
 
 from __future__ import annotations
