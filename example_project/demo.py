@@ -280,7 +280,9 @@ def main() -> int:
     )
     if importlib.util.find_spec("dagster_webserver") is None:
         _say(f"   {bin_dir}/pip install 'dagster-webserver>=1.13,<1.14'   # the UI, once")
-    _say(f"   DAGSTER_HOME={dagster_home} {bin_dir}/dagster dev -w workspace.yaml")
+    # Dagster wants an absolute DAGSTER_HOME: a path under the repository is given from $PWD.
+    home_arg = dagster_home if Path(dagster_home).is_absolute() else f'"$PWD/{dagster_home}"'
+    _say(f"   DAGSTER_HOME={home_arg} {bin_dir}/dagster dev -w workspace.yaml")
     _say(
         "and open http://127.0.0.1:3000: Assets (lineage, partitions, health checks), Runs, "
         "Jobs (lakehouse_full_maintenance), Automation (maintenance schedules, sensor)."
