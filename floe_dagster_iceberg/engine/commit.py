@@ -132,7 +132,13 @@ class CommitLoop:
                             )
                         if create is not None:
                             staged_location = table.metadata.location
-                        created = create is not None
+                        # On a catalog without atomic staged creates, the write that commits
+                        # the table's first snapshot is the one that created it.
+                        created = create is not None or (
+                            create_with is not None
+                            and not _creates_atomically(self.catalog)
+                            and table.metadata.current_snapshot_id is None
+                        )
                         retry = retry or resolve_retry(policy, table.metadata.properties)
                         base_snapshot_id = table.metadata.current_snapshot_id
                         files.io = table.io
@@ -267,14 +273,21 @@ class CommitLoop:
         check_requested_format_version(".".join(identifier), config.table_properties)
         schema = arrow_to_iceberg_schema(arrow_schema, respect_nullability=True)
         ensure_namespace(self.catalog, identifier[0])
-        create = self.catalog.create_table_transaction(
-            identifier,
-            schema=schema,
-            location=location,
-            partition_spec=build_partition_spec(schema, config.partition_spec or ()),
-            sort_order=build_sort_order(schema, config.sort_order),
-            properties=dict(config.table_properties),
-        )
+        table_args: dict[str, Any] = {
+            "schema": schema,
+            "partition_spec": build_partition_spec(schema, config.partition_spec or ()),
+            "sort_order": build_sort_order(schema, config.sort_order),
+            "properties": dict(config.table_properties),
+        }
+        if not _creates_atomically(self.catalog):
+            # A REST catalog may not enforce a staged create's assert-create against a create
+            # that lands meanwhile (SeaweedFS replaces the table). Create the empty table in
+            # one request; the data then commits as on any table, asserting an empty branch.
+            try:
+                return self.catalog.create_table(identifier, **table_args), None
+            except TableAlreadyExistsError:
+                return self.catalog.load_table(identifier), None
+        create = self.catalog.create_table_transaction(identifier, location=location, **table_args)
         return transaction_table(create), create
 
     def _find_committed_write(self, identifier: tuple[str, str], write_id: str) -> Table | None:
@@ -284,6 +297,11 @@ class CommitLoop:
             return None
         found = snapshot_with(table.metadata, WRITE_ID_PROPERTY, write_id)
         return table if found is not None else None
+
+
+def _creates_atomically(catalog: Catalog) -> bool:
+    """SQL catalogs refuse a second create in their database; REST catalogs vary."""
+    return catalog.properties.get("type") != "rest" and type(catalog).__name__ != "RestCatalog"
 
 
 def _is_retryable(error: Exception) -> bool:
