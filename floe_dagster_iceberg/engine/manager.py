@@ -367,7 +367,8 @@ class IcebergTableManager:
             (1, 1)
         """
         row_filter = None if isinstance(scope, UpsertScope) else scope
-        base = (config or WriteConfig()).model_dump(exclude={"retry"})
+        config = config or WriteConfig()
+        base = config.model_dump(exclude={"retry"})
         base.update(
             mode=WriteMode.UPSERT,
             join_cols=tuple(join_cols),
@@ -378,8 +379,8 @@ class IcebergTableManager:
             if isinstance(scope, UpsertScope)
             else UpsertScope.PARTITION,
         )
-        retry = config.retry if config else self.retry
-        return self.write(table, data, WriteConfig(**base, retry=retry))
+        # write() fills the policy's unset fields from the manager's.
+        return self.write(table, data, WriteConfig(**base, retry=config.retry))
 
     # ------------------------------------------------------------------ reads
 
