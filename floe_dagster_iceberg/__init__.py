@@ -10,6 +10,7 @@ from floe_dagster_iceberg.catalog_config import (
     HOME_ENV_VAR,
     CustomCatalogConfig,
     EmbeddedCatalogConfig,
+    FileIOImplementation,
     RestCatalogConfig,
     S3StorageConfig,
     SqlCatalogConfig,
@@ -17,6 +18,7 @@ from floe_dagster_iceberg.catalog_config import (
 from floe_dagster_iceberg.checks import build_iceberg_health_checks
 from floe_dagster_iceberg.components import IcebergHealthChecksModel, IcebergMaintenanceComponent
 from floe_dagster_iceberg.engine.config import (
+    ArrowStringType,
     ColumnSpec,
     NullOrder,
     PartitionField,
@@ -72,10 +74,12 @@ from floe_dagster_iceberg.jobs import (
 )
 from floe_dagster_iceberg.lineage import LineageConfig, flush_lineage, track_maintenance
 from floe_dagster_iceberg.resource import IcebergCatalogResource
+from floe_dagster_iceberg.type_handlers import PolarsReader
 from floe_dagster_iceberg.version import __version__
 
 __all__ = [
     "HOME_ENV_VAR",
+    "ArrowStringType",
     "CatalogConnectionError",
     "CatalogSetupError",
     "ColumnSpec",
@@ -85,6 +89,7 @@ __all__ = [
     "CustomCatalogConfig",
     "EmbeddedCatalogConfig",
     "ExpireSnapshotsResult",
+    "FileIOImplementation",
     "IcebergCatalogResource",
     "IcebergError",
     "IcebergHealthChecksModel",
@@ -102,6 +107,7 @@ __all__ = [
     "PartitionMismatchError",
     "PartitionSpecUpdateMode",
     "PartitionTransform",
+    "PolarsReader",
     "RestCatalogConfig",
     "RetryPolicy",
     "RewriteManifestsResult",

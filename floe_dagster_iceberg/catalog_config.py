@@ -7,6 +7,7 @@ are hidden in ``repr``.
 from __future__ import annotations
 
 import os
+from enum import Enum
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +20,7 @@ __all__ = [
     "HOME_ENV_VAR",
     "CustomCatalogConfig",
     "EmbeddedCatalogConfig",
+    "FileIOImplementation",
     "RestCatalogConfig",
     "S3StorageConfig",
     "SqlCatalogConfig",
@@ -110,6 +112,29 @@ class CustomCatalogConfig(RedactedRepr, Config):
 
     def to_properties(self) -> dict[str, str]:
         return dict(self.properties)
+
+
+class FileIOImplementation(str, Enum):
+    """Which library moves the bytes of metadata and data files.
+
+    ``pyarrow`` (PyIceberg's default) is the fastest. ``fsspec`` (s3fs, gcsfs, adlfs) is the
+    choice where PyArrow's S3 client leaves threads hanging at interpreter exit, as reported in
+    Kubernetes pods.
+
+    Example:
+        >>> FileIOImplementation("fsspec").py_io_impl
+        'pyiceberg.io.fsspec.FsspecFileIO'
+    """
+
+    PYARROW = "pyarrow"
+    FSSPEC = "fsspec"
+
+    @property
+    def py_io_impl(self) -> str:
+        return {
+            FileIOImplementation.PYARROW: "pyiceberg.io.pyarrow.PyArrowFileIO",
+            FileIOImplementation.FSSPEC: "pyiceberg.io.fsspec.FsspecFileIO",
+        }[self]
 
 
 class S3StorageConfig(RedactedRepr, Config):

@@ -6,12 +6,10 @@ Outputs are written with ``append``, ``overwrite`` (of exactly the run's partiti
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-import polars as pl
 import pyarrow as pa
 from dagster import (
     ConfigurableIOManager,
@@ -24,6 +22,7 @@ from pyiceberg.table import Table
 
 from floe_dagster_iceberg.asset_tables import DEFAULT_NAMESPACE, asset_table_identifier
 from floe_dagster_iceberg.engine.config import (
+    ArrowStringType,
     PartitionSpecUpdateMode,
     RetryPolicy,
     SchemaUpdateMode,
@@ -34,6 +33,7 @@ from floe_dagster_iceberg.engine.config import (
 from floe_dagster_iceberg.engine.manager import IcebergTableManager
 from floe_dagster_iceberg.engine.types import arrow_to_iceberg_schema
 from floe_dagster_iceberg.errors import InvalidInputError, TableNotFoundError
+from floe_dagster_iceberg.inputs import load_asset_input
 from floe_dagster_iceberg.metadata import output_metadata, rows_after_write
 from floe_dagster_iceberg.resource import IcebergCatalogResource
 from floe_dagster_iceberg.slices import (
@@ -41,7 +41,7 @@ from floe_dagster_iceberg.slices import (
     build_partition_slice,
     parse_partition_spec_metadata,
 )
-from floe_dagster_iceberg.type_handlers import LoadRequest, handler_for_input, handler_for_output
+from floe_dagster_iceberg.type_handlers import PolarsReader, handler_for_output
 from floe_dagster_iceberg.version import __version__
 
 __all__ = ["IcebergIOManager", "create_iceberg_resources"]
@@ -87,6 +87,15 @@ class IcebergIOManager(ConfigurableIOManager):
     upsert_scope: UpsertScope = Field(
         default=UpsertScope.PARTITION,
         description="Match upsert keys in the run's partitions only, or across the table",
+    )
+    string_type: ArrowStringType = Field(
+        default=ArrowStringType.LARGE_STRING,
+        description="Arrow type of string/binary columns on input: 'large_string' (large_binary) "
+        "or 'string' (binary), whichever engine wrote the files",
+    )
+    polars_reader: PolarsReader = Field(
+        default=PolarsReader.NATIVE,
+        description="Reader of polars.LazyFrame inputs: 'native' (Polars') or 'pyiceberg'",
     )
 
     # ------------------------------------------------------------------ outputs
@@ -209,45 +218,7 @@ class IcebergIOManager(ConfigurableIOManager):
     # ------------------------------------------------------------------ inputs
 
     def load_input(self, context: InputContext) -> Any:
-        upstream = context.upstream_output
-        upstream_metadata = dict(upstream.definition_metadata or {}) if upstream else {}
-        input_metadata = dict(context.definition_metadata or {})
-        identifier = self._identifier(context.asset_key.path, upstream_metadata)
-        table_name = ".".join(identifier)
-        manager = self.catalog.get_manager(logger=context.log)
-        table = manager.load_table(identifier)
-        columns = input_metadata.get("columns")
-        as_of = input_metadata.get("as_of")
-        if isinstance(as_of, str):
-            as_of = dt.datetime.fromisoformat(as_of)
-        read = {
-            "snapshot_id": input_metadata.get("snapshot_id"),
-            "as_of": as_of,
-            "ref": input_metadata.get("ref"),
-        }
-        emitter = self.catalog.lineage()
-        snapshot_id = _snapshot_read(manager, table, read) if emitter.enabled else None
-        lineage = emitter.start_load(context, table, snapshot_id)
-        try:
-            partition_slice = None
-            if context.has_asset_partitions:
-                partition_slice = build_partition_slice(
-                    asset=table_name,
-                    partitions_def=context.asset_partitions_def,
-                    partition_keys=list(context.asset_partition_keys),
-                    partition_expr=input_metadata.get(
-                        "partition_expr", upstream_metadata.get("partition_expr")
-                    ),
-                    column_types=_column_types(table, None),
-                )
-            request = LoadRequest(manager, table, partition_slice, columns, read)
-            loaded = handler_for_input(_annotation(context)).load(request)
-            rows = _row_count(loaded)
-        except Exception as error:
-            lineage.fail(error)
-            raise
-        lineage.complete_load(table, snapshot_id, rows)
-        return loaded
+        return load_asset_input(context, self.catalog, self.namespace)
 
     # ------------------------------------------------------------------ helpers
 
@@ -302,21 +273,6 @@ def _enum(enum_type: Any, value: Any, key: str, table_name: str) -> Any:
         ) from None
 
 
-def _snapshot_read(
-    manager: IcebergTableManager, table: Table, read: Mapping[str, Any]
-) -> int | None:
-    """The snapshot a load reads (for lineage): pinned id, time/tag resolved, else current."""
-    if read.get("snapshot_id") is not None:
-        return int(read["snapshot_id"])
-    if read.get("as_of") is not None or read.get("ref") is not None:
-        try:
-            return manager.snapshot_id_for(table, as_of=read.get("as_of"), ref=read.get("ref"))
-        except Exception:  # the scan itself reports a bad as_of / ref
-            return None
-    snapshot = table.current_snapshot()
-    return snapshot.snapshot_id if snapshot else None
-
-
 def _load_if_exists(manager: IcebergTableManager, identifier: tuple[str, str]) -> Table | None:
     try:
         return manager.load_table(identifier)
@@ -367,16 +323,3 @@ def _idempotency_key(context: OutputContext) -> str:
     keys = sorted(context.asset_partition_keys) if context.has_asset_partitions else []
     identity = "\n".join([context.run_id, context.asset_key.to_user_string(), *map(str, keys)])
     return hashlib.sha256(identity.encode()).hexdigest()[:32]
-
-
-def _annotation(context: InputContext) -> Any:
-    return context.dagster_type.typing_type if context.dagster_type else None
-
-
-def _row_count(loaded: Any) -> int | None:
-    """Rows of an input that is already in memory (lazy inputs are not counted)."""
-    if isinstance(loaded, pa.Table):
-        return loaded.num_rows
-    if isinstance(loaded, pl.DataFrame):
-        return loaded.height
-    return None

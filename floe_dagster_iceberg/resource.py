@@ -20,6 +20,7 @@ from pyiceberg.catalog import Catalog, load_catalog
 from floe_dagster_iceberg.catalog_config import (
     CustomCatalogConfig,
     EmbeddedCatalogConfig,
+    FileIOImplementation,
     RestCatalogConfig,
     S3StorageConfig,
     SqlCatalogConfig,
@@ -78,6 +79,11 @@ class IcebergCatalogResource(RedactedRepr, ConfigurableResource):
         )
     )
     storage: S3StorageConfig | None = Field(default=None, description="Object storage settings")
+    file_io: FileIOImplementation | None = Field(
+        default=None,
+        description="FileIO library: 'pyarrow' or 'fsspec' (for Kubernetes pods where PyArrow's "
+        "S3 client hangs at exit); by default PyIceberg picks by the warehouse's scheme",
+    )
     properties: dict[str, str] = Field(
         default_factory=dict,
         description="Extra PyIceberg catalog / FileIO properties (secrets hidden in repr)",
@@ -105,6 +111,8 @@ class IcebergCatalogResource(RedactedRepr, ConfigurableResource):
         properties = self.catalog.to_properties()
         if self.storage:
             properties.update(self.storage.to_properties())
+        if self.file_io:
+            properties["py-io-impl"] = self.file_io.py_io_impl
         properties.update(self.properties)
         return {key: _resolve_env_var(key, value) for key, value in properties.items()}
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, ClassVar
 
 import polars as pl
@@ -30,11 +31,24 @@ __all__ = [
     "LoadRequest",
     "PolarsDataFrameHandler",
     "PolarsLazyFrameHandler",
+    "PolarsReader",
     "RecordBatchReaderHandler",
     "TypeHandler",
     "handler_for_input",
     "handler_for_output",
 ]
+
+
+class PolarsReader(str, Enum):
+    """How ``polars.LazyFrame`` inputs read their files.
+
+    ``native`` (the default) is Polars' own Iceberg reader; ``pyiceberg`` reads through
+    PyIceberg, the choice where the native reader leaves threads hanging (reported in Kubernetes
+    pods).
+    """
+
+    NATIVE = "native"
+    PYICEBERG = "pyiceberg"
 
 
 @dataclass(frozen=True)

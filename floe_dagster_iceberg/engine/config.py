@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
+    "ArrowStringType",
     "ColumnSpec",
     "NullOrder",
     "PartitionField",
@@ -82,6 +83,18 @@ class UpsertScope(str, Enum):
 
     PARTITION = "partition"
     TABLE = "table"
+
+
+class ArrowStringType(str, Enum):
+    """The Arrow type strings and binary columns are read as, whoever wrote the files.
+
+    ``large_string`` (the default; ``large_binary`` for binary) has 64-bit offsets: no column
+    is too big for it, and it is Polars' own type. ``string`` (``binary``) is what pandas,
+    DuckDB and Spark produce.
+    """
+
+    LARGE_STRING = "large_string"
+    STRING = "string"
 
 
 class PartitionTransform(str, Enum):
