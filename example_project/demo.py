@@ -3,22 +3,31 @@
     python3 tasks.py demo            # from the repository root (creates .venv on first use)
     .venv/bin/python -m example_project.demo
 
-It loads the customer dimension, backfills seven days of events through staging into the
-date x region fact and its aggregate, upserts three weekly CRM exports into the dimension,
-reads the dimension back at a tag (time travel), then compacts and expires snapshots and shows
-what that freed. Runs are recorded in a Dagster instance (``DAGSTER_HOME``, default
-``.dagster_home``) so the Dagster UI shows them afterwards. Re-running starts from empty tables.
+It loads the customer dimension, backfills seven days of events through staging (a Dagster
+backfill of the ``daily_events`` job, one run per day, launched with ``dagster job backfill``
+and run by a ``dagster-daemon`` the demo starts and stops) into the date x region fact and its
+aggregate, upserts three weekly CRM exports into the dimension, reads the dimension back at a
+tag (time travel), then compacts and expires snapshots and shows what that freed.
+
+Runs are recorded in the demo's Dagster instance (``DAGSTER_HOME``, default ``.dagster_home``)
+so the Dagster UI shows them afterwards. Re-running starts from empty tables AND an empty run
+history, so the UI never shows partitions the tables no longer hold. The demo only wipes an
+instance it created; a ``DAGSTER_HOME`` holding another Dagster instance is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import re
 import shutil
+import signal
+import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -27,7 +36,28 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_DAYS = [f"2024-01-{day:02d}" for day in range(1, 8)]
 WEEKLY_EXPORTS = ["2024-01-14", "2024-01-21", "2024-01-28"]
 MAINTENANCE_JOB = "lakehouse_full_maintenance"
+BACKFILL_JOB = "daily_events"
+WORKSPACE = REPO_ROOT / "workspace.yaml"
+BACKFILL_TIMEOUT_SECONDS = 600
 _QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+_BIN = Path(sys.executable).parent
+
+INSTANCE_MARKER = "# Dagster instance of the floe-dagster-iceberg demo."
+INSTANCE_CONFIG = f"""{INSTANCE_MARKER}
+# `python3 tasks.py demo` wipes this instance's run history whenever it rebuilds the tables.
+telemetry:
+  enabled: false
+# Queued runs (a backfill's) start within a second, several at once.
+run_queue:
+  dequeue_interval_seconds: 1
+  dequeue_use_threads: true
+  dequeue_num_workers: 4
+"""
+"""``dagster.yaml`` of the demo's instance; its first line marks the instance as the demo's."""
+
+
+class DemoError(RuntimeError):
+    """The demo cannot go on; the message says why and what to do."""
 
 
 def _say(text: str = "") -> None:
@@ -65,6 +95,105 @@ def _maintenance_totals(result: Any) -> dict[str, int]:
     return totals
 
 
+def prepare_instance(dagster_home: Path) -> None:
+    """Give the demo an empty Dagster instance at ``dagster_home``, with its ``dagster.yaml``.
+
+    The run history of an instance the demo made before is wiped (the demo rebuilds its tables,
+    so old runs would claim partitions the tables no longer hold). Another instance is refused.
+
+    Example:
+        >>> import tempfile
+        >>> home = Path(tempfile.mkdtemp()) / "dagster_home"
+        >>> prepare_instance(home)
+        >>> (home / "dagster.yaml").read_text().startswith(INSTANCE_MARKER)
+        True
+    """
+    config = dagster_home / "dagster.yaml"
+    marked = config.exists() and config.read_text().startswith(INSTANCE_MARKER)
+    empty = not dagster_home.exists() or not any(dagster_home.iterdir())
+    # The repository's .dagster_home is the demo's even when an older demo made it unmarked.
+    default = dagster_home.resolve() == (REPO_ROOT / ".dagster_home").resolve()
+    if not (marked or empty or default):
+        raise DemoError(
+            f"DAGSTER_HOME={dagster_home} is not empty and not an instance the demo created; "
+            "the demo wipes the run history of its instance, so it will not use this one. "
+            "Unset DAGSTER_HOME (the demo then uses .dagster_home) or point it at an empty "
+            "or new directory."
+        )
+    if dagster_home.exists():
+        for entry in dagster_home.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    config.write_text(INSTANCE_CONFIG)
+
+
+@contextlib.contextmanager
+def dagster_daemon(log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``dagster-daemon run -w workspace.yaml`` for the duration of the block, then stopped.
+
+    The daemon launches the queued runs of a backfill. It runs in its own process group, so
+    stopping it also stops its code server.
+
+    Example:
+        >>> with dagster_daemon(Path(".dagster_home/daemon.log")) as daemon:  # doctest: +SKIP
+        ...     pass  # launch a backfill, wait for its runs
+    """
+    with open(log_path, "wb") as log:
+        daemon = subprocess.Popen(
+            [str(_BIN / "dagster-daemon"), "run", "-w", str(WORKSPACE)],
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            yield daemon
+        finally:
+            _stop_process_group(daemon)
+
+
+def _stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process group, SIGKILL to what is left after a grace period."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=20)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def launch_job_backfill(job: str, first: str, last: str) -> str:
+    """Launch a backfill of ``job`` over the partitions ``first``..``last``; return its id.
+
+    It is the ``dagster job backfill`` command: the backfill is listed in the UI's Backfills
+    tab and queues one run per partition, which a running daemon launches.
+
+    Example:
+        >>> launch_job_backfill("daily_events", "2024-01-01", "2024-01-07")  # doctest: +SKIP
+        'qinumtvq'
+    """
+    command = [str(_BIN / "dagster"), "job", "backfill", "-w", str(WORKSPACE), "-j", job]
+    completed = subprocess.run(
+        [*command, "--from", first, "--to", last, "--noprompt"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    launched = re.search(r"Launched backfill job `([^`]+)`", completed.stdout)
+    if completed.returncode != 0 or not launched:
+        raise DemoError(
+            f"dagster job backfill failed (exit code {completed.returncode}):\n"
+            f"{completed.stdout[-3000:]}{completed.stderr[-3000:]}"
+        )
+    return launched.group(1)
+
+
 class Demo:
     def __init__(self) -> None:
         # The demo always runs on the embedded default, whatever FLOE_CATALOG_* says.
@@ -72,11 +201,11 @@ class Demo:
             del os.environ[name]
         if not os.environ.get("DAGSTER_HOME"):
             os.environ["DAGSTER_HOME"] = str(REPO_ROOT / ".dagster_home")
-        dagster_home = Path(os.environ["DAGSTER_HOME"])
-        if not (dagster_home / "dagster.yaml").exists():
-            dagster_home.mkdir(parents=True, exist_ok=True)
-            # A local instance for the demo's runs; it sends nothing anywhere.
-            (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        # Dagster wants an absolute DAGSTER_HOME; so do the daemon and CLI processes started here.
+        self.dagster_home = Path(os.environ["DAGSTER_HOME"]).resolve()
+        os.environ["DAGSTER_HOME"] = str(self.dagster_home)
+        # A fresh, local instance for the demo's runs; it sends nothing anywhere.
+        prepare_instance(self.dagster_home)
 
         import dagster as dg
 
@@ -93,6 +222,7 @@ class Demo:
         self.manager = self.catalog.get_manager()
         self.instance = dg.DagsterInstance.get()
         self.runs = 0
+        self.backfill_id: str | None = None
 
     # -------------------------------------------------------------------------------- runs
 
@@ -121,6 +251,42 @@ class Demo:
         )
         self.runs += 1
         return result
+
+    def backfill(self, job: str, partition_keys: Sequence[str]) -> list[Any]:
+        """Backfill ``job`` over ``partition_keys`` (one run each) and wait for its runs.
+
+        The daemon must be running; runs that fail stop the demo with their ids and the
+        place of their logs.
+        """
+        backfill_id = launch_job_backfill(job, partition_keys[0], partition_keys[-1])
+        self.backfill_id = backfill_id
+        runs_filter = self.dg.RunsFilter(tags={"dagster/backfill": backfill_id})
+        deadline = time.monotonic() + BACKFILL_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            runs = [r.dagster_run for r in self.instance.get_run_records(filters=runs_filter)]
+            if len(runs) == len(partition_keys) and all(r.is_finished for r in runs):
+                break
+            time.sleep(0.5)
+        else:
+            raise DemoError(
+                f"backfill {backfill_id} did not finish in {BACKFILL_TIMEOUT_SECONDS} s"
+            )
+        failed = [r.run_id for r in runs if not r.is_success]
+        if failed:
+            raise DemoError(
+                f"backfill {backfill_id}: runs {', '.join(failed)} failed; open the UI "
+                "(see the end of the demo's output) or the daemon log in DAGSTER_HOME."
+            )
+        self.runs += len(runs)
+        return runs
+
+    def partition_row_count(self, asset_key: Any, partition_key: str) -> int:
+        """``dagster/partition_row_count`` of the partition's latest materialization."""
+        records = self.instance.fetch_materializations(
+            self.dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition_key]),
+            limit=1,
+        ).records
+        return records[0].asset_materialization.metadata["dagster/partition_row_count"].value
 
     def reset(self) -> None:
         """Drop the example's tables (data files included): every demo starts from scratch."""
@@ -161,7 +327,14 @@ def main() -> int:
     warnings.filterwarnings("ignore")  # beta/preview notices of Dagster APIs the example uses
     started = time.monotonic()
     _say("floe-dagster-iceberg demo: an Iceberg lakehouse run by Dagster, on the embedded catalog")
-    demo = Demo()
+    try:
+        return _run(Demo(), started)
+    except DemoError as error:
+        _say(f"The demo stopped: {error}")
+        return 1
+
+
+def _run(demo: Demo, started: float) -> int:
     assets = demo.assets
     warehouse = demo.home / "warehouse"
     demo.reset()
@@ -171,20 +344,24 @@ def main() -> int:
     _say(f"   warehouse {_relative(warehouse)}")
     _say()
 
-    _say("1. Customer dimension: CRM export of 2024-01-07, 3 regions in one run, then tag it")
-    demo.materialize([assets.CUSTOMERS, assets.CUSTOMERS_BASELINE], partition_range=("eu", "apac"))
-    _say(f"   dim.customers: {demo.manager.count('dim.customers')} rows, tagged 'baseline'")
-
-    _say(
-        f"2. Backfill {DEMO_DAYS[0]}..{DEMO_DAYS[-1]}: one run per day (raw.events + staging.stg_events)"
-    )
-    for day in DEMO_DAYS:
-        result = demo.materialize([assets.EVENTS, assets.STG_EVENTS], partition_key=day)
-        raw, staged = (
-            e.materialization.metadata["dagster/partition_row_count"].value
-            for e in result.get_asset_materialization_events()
+    # The daemon launches the backfill's runs; it loads the code location while step 1 runs.
+    with dagster_daemon(demo.dagster_home / "demo-daemon.log"):
+        _say("1. Customer dimension: CRM export of 2024-01-07, 3 regions in one run, then tag it")
+        demo.materialize(
+            [assets.CUSTOMERS, assets.CUSTOMERS_BASELINE], partition_range=("eu", "apac")
         )
-        _say(f"   {day}: {raw} raw events, {staged} after de-duplication")
+        _say(f"   dim.customers: {demo.manager.count('dim.customers')} rows, tagged 'baseline'")
+
+        _say(
+            f"2. Backfill {DEMO_DAYS[0]}..{DEMO_DAYS[-1]} of the job {BACKFILL_JOB!r} "
+            "(raw.events + staging.stg_events): one run per day, launched by the daemon"
+        )
+        demo.backfill(BACKFILL_JOB, DEMO_DAYS)
+        _say(f"   backfill {demo.backfill_id} (UI: Runs > Backfills)")
+        for day in DEMO_DAYS:
+            raw = demo.partition_row_count(assets.EVENTS, day)
+            staged = demo.partition_row_count(assets.STG_EVENTS, day)
+            _say(f"   {day}: {raw} raw events, {staged} after de-duplication")
     demo.materialize(
         [assets.FCT_ORDERS, assets.REVENUE_BY_REGION],
         partition_range=(f"{DEMO_DAYS[0]}|eu", f"{DEMO_DAYS[-1]}|apac"),
@@ -279,7 +456,7 @@ def main() -> int:
         f"{dagster_home}. To see them in the Dagster UI, from the repository root:"
     )
     if importlib.util.find_spec("dagster_webserver") is None:
-        _say(f"   {bin_dir}/pip install 'dagster-webserver>=1.13,<1.14'   # the UI, once")
+        _say(f"   {bin_dir}/pip install -e '.[ui]'   # the UI, once")
     # Dagster wants an absolute DAGSTER_HOME: a path under the repository is given from $PWD.
     home_arg = dagster_home if Path(dagster_home).is_absolute() else f'"$PWD/{dagster_home}"'
     _say(f"   DAGSTER_HOME={home_arg} {bin_dir}/dagster dev -w workspace.yaml")

@@ -300,3 +300,13 @@ lakehouse_assets = [
 
 all_assets = [*lakehouse_assets, customers_baseline]
 """Every asset of the code location (``customers_baseline`` tags a table, it stores none)."""
+
+daily_events_job = dg.define_asset_job(
+    "daily_events",
+    # The health checks of the two tables run from the UI (or a schedule), not in every run.
+    selection=dg.AssetSelection.assets(EVENTS, STG_EVENTS).without_checks(),
+    partitions_def=DAILY,
+    description="Raw events and their staging for one day. A backfill of this job runs one "
+    "run per day: `dagster job backfill -j daily_events --from 2024-01-01 --to 2024-01-07`.",
+)
+"""The events of a day, loaded and cleaned: the job the demo backfills (one run per day)."""
