@@ -2,6 +2,17 @@
 
 Outputs are written with ``append``, ``overwrite`` (of exactly the run's partition slice) or
 ``upsert``; inputs are read with partition pruning, column selection and time travel.
+
+Example:
+    >>> import dagster as dg, pyarrow as pa
+    >>> @dg.asset(
+    ...     io_manager_key="iceberg",
+    ...     partitions_def=dg.DailyPartitionsDefinition(start_date="2024-01-01"),
+    ...     metadata={"partition_expr": "ts"},
+    ...     kinds={"iceberg"},
+    ... )
+    ... def events(context) -> pa.Table: ...
+    >>> defs = dg.Definitions(assets=[events], resources=create_iceberg_resources())
 """
 
 from __future__ import annotations
@@ -17,9 +28,10 @@ from dagster import (
     MetadataValue,
     OutputContext,
 )
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pyiceberg.table import Table
 
+from floe_dagster_iceberg.asset_metadata import OutputDefaults, output_settings
 from floe_dagster_iceberg.asset_tables import DEFAULT_NAMESPACE, asset_table_identifier
 from floe_dagster_iceberg.engine.config import (
     ArrowStringType,
@@ -33,14 +45,10 @@ from floe_dagster_iceberg.engine.config import (
 from floe_dagster_iceberg.engine.manager import IcebergTableManager
 from floe_dagster_iceberg.engine.types import arrow_to_iceberg_schema
 from floe_dagster_iceberg.errors import InvalidInputError, TableNotFoundError
-from floe_dagster_iceberg.inputs import load_asset_input
+from floe_dagster_iceberg.inputs import InputSettings, load_asset_input
 from floe_dagster_iceberg.metadata import output_metadata, rows_after_write
 from floe_dagster_iceberg.resource import IcebergCatalogResource
-from floe_dagster_iceberg.slices import (
-    PartitionSlice,
-    build_partition_slice,
-    parse_partition_spec_metadata,
-)
+from floe_dagster_iceberg.slices import PartitionSlice, build_partition_slice
 from floe_dagster_iceberg.type_handlers import PolarsReader, handler_for_output
 from floe_dagster_iceberg.version import __version__
 
@@ -52,25 +60,26 @@ _MAX_KEYS_IN_SUMMARY = 20
 class IcebergIOManager(ConfigurableIOManager):
     """Stores assets in Iceberg tables and loads them back, for PyArrow and Polars alike.
 
-    Outputs: ``pyarrow.Table``, ``pyarrow.RecordBatchReader``, ``polars.DataFrame``,
-    ``polars.LazyFrame`` (``None`` writes nothing). Inputs: the same types, chosen by the input's
-    annotation (``pyarrow.Table`` when there is none).
+    Outputs: `pyarrow.Table`, `pyarrow.RecordBatchReader`, `polars.DataFrame`,
+    `polars.LazyFrame` (`None` writes nothing). Inputs: the same types, chosen by the input's
+    annotation (`pyarrow.Table` when there is none).
 
-    Metadata (definition or runtime): ``namespace`` (or ``schema``), ``partition_expr`` (column, or
-    a dict per dimension of a multi-partitioned asset), ``partition_spec``, ``write_mode``,
-    ``upsert_options``, ``schema_update_mode``, ``partition_spec_update_mode``,
-    ``table_properties``; on inputs ``columns``, ``snapshot_id``, ``as_of``, ``ref``.
+    Metadata (definition or runtime): `namespace` (or `schema`), `partition_expr` (column, or
+    a dict per dimension of a multi-partitioned asset), `partition_spec`, `write_mode`,
+    `upsert_options`, `schema_update_mode`, `partition_spec_update_mode`,
+    `table_properties`; on inputs `columns`, `snapshot_id`, `as_of`, `ref`.
 
     Example:
-        >>> import dagster as dg, pyarrow as pa
-        >>> @dg.asset(
-        ...     io_manager_key="iceberg",
-        ...     partitions_def=dg.DailyPartitionsDefinition(start_date="2024-01-01"),
-        ...     metadata={"partition_expr": "ts"},
-        ...     kinds={"iceberg"},
-        ... )
-        ... def events(context) -> pa.Table: ...
-        >>> defs = dg.Definitions(assets=[events], resources=create_iceberg_resources())
+
+    ```python
+    @dg.asset(
+        io_manager_key="iceberg",
+        partitions_def=dg.DailyPartitionsDefinition(start_date="2024-01-01"),
+        metadata={"partition_expr": "ts"},
+        kinds={"iceberg"},
+    )
+    def events(context) -> pa.Table: ...
+    ```
     """
 
     catalog: IcebergCatalogResource = Field(
@@ -107,6 +116,7 @@ class IcebergIOManager(ConfigurableIOManager):
         metadata = _merged_metadata(context)
         identifier = self._identifier(context.asset_key.path, metadata)
         table_name = ".".join(identifier)
+        _refuse_pandas(obj, table_name)
         data = handler_for_output(obj, table_name).to_arrow(obj, table_name)
         manager = self.catalog.get_manager(logger=context.log)
         existing = _load_if_exists(manager, identifier)
@@ -130,16 +140,25 @@ class IcebergIOManager(ConfigurableIOManager):
             f"{result.commit_attempts} commit attempt(s)"
         )
         written = data.num_rows if isinstance(data, pa.Table) else None
-        rows = rows_after_write(manager, table, partition_slice, config.mode, written)
         context.add_output_metadata(
             output_metadata(
                 catalog_name=self.catalog.name,
                 table=table,
                 result=result,
-                rows=rows,
+                table_rows=manager.count(table, None),
+                slice_rows=rows_after_write(manager, table, partition_slice, config.mode, written),
                 partition_slice=partition_slice,
                 mode=config.mode,
             )
+        )
+
+    def output_defaults(self) -> OutputDefaults:
+        """What outputs use where their metadata says nothing: this IO manager's fields."""
+        return OutputDefaults(
+            write_mode=self.write_mode,
+            schema_update_mode=self.schema_update_mode,
+            partition_spec_update_mode=self.partition_spec_update_mode,
+            upsert_scope=self.upsert_scope,
         )
 
     def _write_config(
@@ -149,54 +168,28 @@ class IcebergIOManager(ConfigurableIOManager):
         partition_slice: PartitionSlice | None,
         table_name: str,
     ) -> WriteConfig:
-        mode = _enum(
-            WriteMode, metadata.get("write_mode", self.write_mode), "write_mode", table_name
-        )
-        upsert_options = dict(metadata.get("upsert_options") or {})
-        spec = (
-            parse_partition_spec_metadata(metadata["partition_spec"], table_name)
-            if "partition_spec" in metadata
-            else partition_slice.spec
-            if partition_slice
-            else None
-        )
+        settings = output_settings(metadata, self.output_defaults(), table_name)
+        spec = settings.partition_spec or (partition_slice.spec if partition_slice else None)
         try:
             return WriteConfig(
-                mode=mode,
+                mode=settings.mode,
                 row_filter=partition_slice.iceberg if partition_slice else None,
-                schema_update_mode=_enum(
-                    SchemaUpdateMode,
-                    metadata.get("schema_update_mode", self.schema_update_mode),
-                    "schema_update_mode",
-                    table_name,
-                ),
+                row_filter_description=partition_slice.description if partition_slice else None,
+                schema_update_mode=settings.schema_update_mode,
                 partition_spec=spec,
-                partition_spec_update_mode=_enum(
-                    PartitionSpecUpdateMode,
-                    metadata.get("partition_spec_update_mode", self.partition_spec_update_mode),
-                    "partition_spec_update_mode",
-                    table_name,
-                ),
-                table_properties={
-                    str(k): str(v) for k, v in (metadata.get("table_properties") or {}).items()
-                },
+                partition_spec_update_mode=settings.partition_spec_update_mode,
+                table_properties=settings.table_properties,
                 snapshot_properties=_snapshot_properties(context),
                 idempotency_key=_idempotency_key(context),
-                join_cols=_join_cols(upsert_options.get("join_cols")),
-                when_matched_update_all=bool(upsert_options.get("when_matched_update_all", True)),
-                when_not_matched_insert_all=bool(
-                    upsert_options.get("when_not_matched_insert_all", True)
-                ),
-                upsert_scope=_enum(
-                    UpsertScope,
-                    upsert_options.get("scope", self.upsert_scope),
-                    "upsert_options.scope",
-                    table_name,
-                ),
+                join_cols=settings.upsert.join_cols,
+                when_matched_update_all=settings.upsert.when_matched_update_all,
+                when_not_matched_insert_all=settings.upsert.when_not_matched_insert_all,
+                upsert_scope=settings.upsert.scope,
                 retry=RetryPolicy(max_attempts=self.catalog.max_commit_attempts),
             )
-        except ValueError as error:
-            raise InvalidInputError(f"Asset {table_name}: {error}") from None
+        except ValidationError as error:
+            problems = "; ".join(e["msg"] for e in error.errors())
+            raise InvalidInputError(f"Asset {table_name}: {problems}") from None
 
     def _output_slice(
         self,
@@ -218,7 +211,8 @@ class IcebergIOManager(ConfigurableIOManager):
     # ------------------------------------------------------------------ inputs
 
     def load_input(self, context: InputContext) -> Any:
-        return load_asset_input(context, self.catalog, self.namespace)
+        settings = InputSettings(self.namespace, self.string_type, self.polars_reader)
+        return load_asset_input(context, self.catalog, settings)
 
     # ------------------------------------------------------------------ helpers
 
@@ -263,16 +257,6 @@ def _merged_metadata(context: OutputContext) -> dict[str, Any]:
     return {k: (v.value if isinstance(v, MetadataValue) else v) for k, v in metadata.items()}
 
 
-def _enum(enum_type: Any, value: Any, key: str, table_name: str) -> Any:
-    try:
-        return enum_type(value)
-    except ValueError:
-        allowed = ", ".join(repr(m.value) for m in enum_type)
-        raise InvalidInputError(
-            f"Asset {table_name}: {key}={value!r} is not valid; use one of {allowed}."
-        ) from None
-
-
 def _load_if_exists(manager: IcebergTableManager, identifier: tuple[str, str]) -> Table | None:
     try:
         return manager.load_table(identifier)
@@ -287,6 +271,17 @@ def _column_types(table: Table | None, data_schema: pa.Schema | None) -> dict[st
     if table is not None:
         types.update({f.name: f.field_type for f in table.schema().fields})
     return types
+
+
+def _refuse_pandas(obj: Any, table_name: str) -> None:
+    """A pandas frame is refused with the one-line conversion to a type that is stored."""
+    if type(obj).__module__.split(".")[0] != "pandas":
+        return
+    raise InvalidInputError(
+        f"Asset {table_name} returned a pandas {type(obj).__name__}, which the Iceberg IO manager "
+        "does not store; return pyarrow.Table.from_pandas(df, preserve_index=False) or "
+        "polars.from_pandas(df) instead."
+    )
 
 
 def _collect(data: pa.Table | pa.RecordBatchReader) -> pa.Table:
@@ -309,13 +304,6 @@ def _snapshot_properties(context: OutputContext) -> dict[str, str]:
     if version:
         properties["dagster.code-version"] = str(version)
     return properties
-
-
-def _join_cols(value: Any) -> tuple[str, ...]:
-    """``join_cols`` as a list, or one column name as a plain string."""
-    if value is None:
-        return ()
-    return (value,) if isinstance(value, str) else tuple(value)
 
 
 def _idempotency_key(context: OutputContext) -> str:

@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PartitionSlice",
     "build_partition_slice",
+    "check_partition_expr",
     "count_rows",
     "parse_partition_spec_metadata",
 ]
@@ -281,7 +282,9 @@ def _time_condition(
     if not isinstance(column_type, _TEMPORAL):
         raise InvalidInputError(
             f"partition_expr column {column!r} has type {column_type}; time-window partitions need "
-            "a timestamp, timestamptz or date column."
+            f"a timestamp, timestamptz or date column: return {column!r} as a date or timestamp "
+            f"(e.g. Polars pl.col({column!r}).str.to_date(), PyArrow "
+            f"pyarrow.compute.strptime(..., format='%Y-%m-%d', unit='us'))."
         )
     windows = sorted(partitions_def.time_window_for_partition_key(key) for key in keys)
     merged: list[list[dt.datetime]] = []
@@ -349,11 +352,19 @@ def _key_condition(column: str, column_type: IcebergType, keys: Sequence[str]) -
 
 
 def _dimension_condition(
-    column: str, column_type: IcebergType, partitions_def: PartitionsDefinition, keys: Sequence[str]
+    asset: str,
+    column: str,
+    column_type: IcebergType,
+    partitions_def: PartitionsDefinition,
+    keys: Sequence[str],
 ) -> _Condition:
-    if isinstance(partitions_def, TimeWindowPartitionsDefinition):
-        return _time_condition(column, column_type, partitions_def, keys)
-    return _key_condition(column, column_type, keys)
+    """The rows of ``keys`` of one dimension; an error names the asset."""
+    try:
+        if isinstance(partitions_def, TimeWindowPartitionsDefinition):
+            return _time_condition(column, column_type, partitions_def, keys)
+        return _key_condition(column, column_type, keys)
+    except InvalidInputError as error:
+        raise InvalidInputError(f"Asset {asset}: {error}") from None
 
 
 def _granularity(
@@ -411,6 +422,38 @@ def parse_partition_spec_metadata(value: object, asset: str) -> tuple[PartitionF
         ) from None
 
 
+def check_partition_expr(
+    asset: str, partitions_def: PartitionsDefinition, partition_expr: object
+) -> None:
+    """Refuse a ``partition_expr`` that cannot name the column of every partition dimension:
+    a column name for one dimension, a mapping of each dimension to its column for
+    multi-partitions. Columns themselves are checked against the data when it is written.
+
+    Example:
+        >>> from dagster import DailyPartitionsDefinition
+        >>> check_partition_expr("events", DailyPartitionsDefinition("2024-01-01"), None)
+        Traceback (most recent call last):
+        ...
+        floe_dagster_iceberg.errors.InvalidInputError: Asset events is partitioned but has no partition_expr metadata naming the column that holds the partition; add metadata={"partition_expr": "<column>"}.
+    """
+    if isinstance(partitions_def, MultiPartitionsDefinition):
+        dimensions = [d.name for d in partitions_def.partitions_defs]
+        if not isinstance(partition_expr, Mapping) or set(partition_expr) != set(dimensions):
+            example = ", ".join(f'"{d}": "<column>"' for d in dimensions)
+            raise InvalidInputError(
+                f"Asset {asset} is multi-partitioned over {sorted(dimensions)}, but partition_expr "
+                f"is {partition_expr!r}; map each dimension to its column: "
+                f'metadata={{"partition_expr": {{{example}}}}}.'
+            )
+        return
+    if not isinstance(partition_expr, str) or not partition_expr:
+        got = "" if partition_expr is None else f" (got {partition_expr!r})"
+        raise InvalidInputError(
+            f"Asset {asset} is partitioned but has no partition_expr metadata naming the column "
+            f'that holds the partition{got}; add metadata={{"partition_expr": "<column>"}}.'
+        )
+
+
 def build_partition_slice(
     *,
     asset: str,
@@ -433,15 +476,14 @@ def build_partition_slice(
     """
     if not partition_keys:
         raise InvalidInputError(f"Asset {asset}: the run has no partition keys to write.")
+    check_partition_expr(asset, partitions_def, partition_expr)
     if isinstance(partitions_def, MultiPartitionsDefinition):
         return _multi_slice(asset, partitions_def, partition_keys, partition_expr, column_types)
-    if not isinstance(partition_expr, str) or not partition_expr:
-        raise InvalidInputError(
-            f"Asset {asset} is partitioned but has no partition_expr metadata naming the column "
-            'that holds the partition; add metadata={"partition_expr": "<column>"}.'
-        )
+    assert isinstance(partition_expr, str)
     column_type = _column_type(partition_expr, column_types, asset)
-    condition = _dimension_condition(partition_expr, column_type, partitions_def, partition_keys)
+    condition = _dimension_condition(
+        asset, partition_expr, column_type, partitions_def, partition_keys
+    )
     spec = (_derived_field(partition_expr, column_type, partitions_def),)
     keys_only = not isinstance(partitions_def, TimeWindowPartitionsDefinition)
     return _slice(condition, spec, len(partition_keys), keys_only=keys_only)
@@ -472,11 +514,7 @@ def _multi_slice(
     column_types: Mapping[str, IcebergType],
 ) -> PartitionSlice:
     dimensions = {d.name: d.partitions_def for d in partitions_def.partitions_defs}
-    if not isinstance(partition_expr, Mapping) or set(partition_expr) != set(dimensions):
-        raise InvalidInputError(
-            f"Asset {asset} is multi-partitioned over {sorted(dimensions)}; partition_expr must map "
-            f'each dimension to its column, e.g. {{"{next(iter(dimensions))}": "<column>", ...}}.'
-        )
+    assert isinstance(partition_expr, Mapping)
     keys_by_dimension = [
         key.keys_by_dimension
         if isinstance(key, MultiPartitionKey)
@@ -491,7 +529,7 @@ def _multi_slice(
     keys_only = not any(isinstance(d, TimeWindowPartitionsDefinition) for d in dimensions.values())
     each_dimension = _all(
         [
-            _dimension_condition(partition_expr[d], types[d], dimensions[d], values[d])
+            _dimension_condition(asset, partition_expr[d], types[d], dimensions[d], values[d])
             for d in dimensions
         ]
     )
@@ -501,7 +539,7 @@ def _multi_slice(
         [
             _all(
                 [
-                    _dimension_condition(partition_expr[d], types[d], dimensions[d], [k[d]])
+                    _dimension_condition(asset, partition_expr[d], types[d], dimensions[d], [k[d]])
                     for d in dimensions
                 ]
             )

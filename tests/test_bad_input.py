@@ -203,7 +203,8 @@ def test_empty_output_behaviour(manager, table, sqlite_catalog_properties, names
     assert manager.count(table, EqualTo("part", "a")) == 0  # the slice was emptied
     assert manager.count(table, EqualTo("part", "b")) == 5  # the other partition is untouched
     (materialization,) = result.asset_materializations_for_node("events")
-    assert materialization.metadata["dagster/row_count"].value == 0
+    assert materialization.metadata["dagster/partition_row_count"].value == 0
+    assert materialization.metadata["dagster/row_count"].value == manager.count(table) == 5
 
 
 # ---------------------------------------------------------------------- configuration

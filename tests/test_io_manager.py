@@ -1,6 +1,7 @@
 """IcebergIOManager through dagster.materialize: partitions, write modes, schema modes, reads."""
 
 import datetime as dt
+import re
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -95,10 +96,16 @@ def test_daily_partitions_overwrite_exactly_their_slice(resources, instance, man
     for key in ["2024-01-01", "2024-01-02", "2024-01-01"]:
         result = _run([events], resources, instance, partition_key=key)
 
-    assert manager.scan("lake.events").num_rows == 8
+    stored = manager.scan("lake.events").to_pylist()
+    assert len(stored) == 8
     metadata = _metadata(result, "lake__events")
-    assert metadata["dagster/row_count"] == 4
-    assert metadata["dagster/partition_row_count"] == 4
+    # Dagster's meanings: rows of the whole table after the write, rows of the run's partition.
+    assert metadata["dagster/row_count"] == len(stored)
+    in_partition = [r for r in stored if r["ts"].date() == dt.date(2024, 1, 1)]
+    assert metadata["dagster/partition_row_count"] == len(in_partition) == 4
+    assert metadata["dagster/storage_kind"] == "iceberg"
+    current = manager.snapshots("lake.events")[-1]
+    assert metadata["dagster/last_updated_timestamp"] == current.timestamp_ms / 1000
     assert metadata["dagster/table_name"] == "floe.lake.events"
     assert metadata["dagster/uri"].endswith("lake/events")
     assert metadata["iceberg/rows_deleted"] == 4
@@ -307,7 +314,11 @@ def test_single_run_range_backfill_writes_exactly_its_range(resources, instance,
     rows = manager.scan("lake.events").to_pylist()
     assert len(rows) == 28
     assert sum(r["tag"] == "second" for r in rows) == 8
-    assert _metadata(result, "lake__events")["dagster/row_count"] == 8
+    metadata = _metadata(result, "lake__events")
+    assert metadata["dagster/row_count"] == len(rows)
+    # Each key of the range records this metadata: none claims the range's rows as its own.
+    assert "dagster/partition_row_count" not in metadata
+    assert metadata["iceberg/slice_row_count"] == sum(r["tag"] == "second" for r in rows)
     summary = manager.snapshots("lake.events")[-1].summary
     assert summary["dagster.partition-keys"] == "2024-01-03,2024-01-04"
 
@@ -628,6 +639,95 @@ def test_unsupported_output_type_and_non_integer_key(resources, instance):
 
     with pytest.raises(InvalidInputError, match="not integers"):
         _run([int_column], resources, instance, partition_key="x")
+
+
+def test_rows_outside_the_slice_are_described_as_people_read_the_slice(resources, instance):
+    @dg.asset(
+        name="events",
+        io_manager_key="iceberg",
+        partitions_def=DAILY,
+        metadata={"partition_expr": "ts"},
+    )
+    def late(context: dg.AssetExecutionContext) -> pa.Table:
+        end = context.partition_time_window.end
+        return pa.table({"ts": pa.array([end], pa.timestamp("us", "UTC"))})
+
+    with pytest.raises(PartitionMismatchError) as refused:
+        _run([late], resources, instance, partition_key="2024-01-01")
+    message = str(refused.value)
+    assert "(ts >= 2024-01-01T00:00:00+00:00 and ts < 2024-01-02T00:00:00+00:00)" in message, (
+        message
+    )
+    assert "Reference(" not in message
+    assert "literal(" not in message
+
+
+def test_a_string_column_under_daily_partitions_names_the_asset_and_the_fix(resources, instance):
+    @dg.asset(
+        key_prefix=["lake"],
+        io_manager_key="iceberg",
+        partitions_def=DAILY,
+        metadata={"partition_expr": "day"},
+    )
+    def daily_text(context: dg.AssetExecutionContext) -> pa.Table:
+        return pa.table({"day": [context.partition_key]})
+
+    with pytest.raises(InvalidInputError) as refused:
+        _run([daily_text], resources, instance, partition_key="2024-01-01")
+    message = str(refused.value)
+    assert message.startswith("Asset lake.daily_text: partition_expr column 'day' has type string")
+    assert "str.to_date()" in message
+
+
+def test_a_pandas_output_is_refused_with_the_conversion(resources, instance, manager):
+    pandas = pytest.importorskip("pandas", reason="pandas is what this message is about")
+
+    @dg.asset(key_prefix=["lake"], io_manager_key="iceberg")
+    def frame() -> object:
+        return pandas.DataFrame({"id": [1, 2]})
+
+    with pytest.raises(InvalidInputError) as refused:
+        _run([frame], resources, instance)
+    message = str(refused.value)
+    assert "Asset lake.frame returned a pandas DataFrame" in message
+    assert "pyarrow.Table.from_pandas(df, preserve_index=False)" in message
+    assert "polars.from_pandas(df)" in message
+    assert not manager.table_exists("lake.frame")
+
+
+def test_an_upsert_without_join_cols_says_what_to_add_in_one_line(resources, instance, manager):
+    @dg.asset(key_prefix=["lake"], io_manager_key="iceberg", metadata={"write_mode": "upsert"})
+    def customers() -> pa.Table:
+        return pa.table({"id": [1]})
+
+    with pytest.raises(InvalidInputError) as refused:
+        _run([customers], resources, instance)
+    message = str(refused.value)
+    assert message == (
+        "Asset lake.customers: write_mode 'upsert' needs the key columns that identify a row; "
+        'add them, e.g. metadata={"write_mode": "upsert", "upsert_options": {"join_cols": ["id"]}}.'
+    )
+    assert not manager.table_exists("lake.customers")
+
+
+@pytest.mark.parametrize(
+    ("upsert_options", "message"),
+    [
+        ({"join_col": ["id"]}, "unknown upsert_options key(s) 'join_col'; the keys are join_cols"),
+        ({"join_cols": ["id"], "scope": "global"}, "upsert_options.scope='global' is not valid"),
+        ({"join_cols": [1]}, "upsert_options.join_cols=[1] is not a list of column names"),
+    ],
+)
+def test_bad_upsert_options_are_named(resources, instance, upsert_options, message):
+    @dg.asset(
+        io_manager_key="iceberg",
+        metadata={"write_mode": "upsert", "upsert_options": upsert_options},
+    )
+    def customers() -> pa.Table:
+        return pa.table({"id": [1]})
+
+    with pytest.raises(InvalidInputError, match=re.escape(message)):
+        _run([customers], resources, instance)
 
 
 # ---------------------------------------------------------------------- community compatibility

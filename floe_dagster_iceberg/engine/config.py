@@ -421,6 +421,9 @@ class WriteConfig(_Model):
 
     mode: WriteMode = WriteMode.APPEND
     row_filter: Any = None
+    row_filter_description: str | None = None
+    """``row_filter`` as people read it (e.g. ``ts >= 2024-01-01 and ts < 2024-01-02``), for
+    messages; ``None``: the expression itself."""
     schema_update_mode: SchemaUpdateMode = SchemaUpdateMode.ADDITIVE
     partition_spec: tuple[PartitionField, ...] | None = None
     partition_spec_update_mode: PartitionSpecUpdateMode = PartitionSpecUpdateMode.UPDATE

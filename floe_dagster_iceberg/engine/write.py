@@ -158,7 +158,7 @@ def stage_write(
         data = conform_to_schema(name, stream.table(), schema)
         check_partition_values(name, data, planned)
         if row_filter is not None:
-            check_rows_in_slice(name, data, row_filter, schema)
+            check_rows_in_slice(name, data, row_filter, schema, config.row_filter_description)
         added = files.once(planned, lambda: write_data_files(planned, table.io, data))
 
     removed: list[DataFile] = []
@@ -218,7 +218,9 @@ def stage_upsert(
     check_partition_values(name, conformed, planned)
     scope_filter: BooleanExpression = AlwaysTrue()
     if config.row_filter is not None:
-        check_rows_in_slice(name, conformed, config.row_filter, schema)
+        check_rows_in_slice(
+            name, conformed, config.row_filter, schema, config.row_filter_description
+        )
         if config.upsert_scope is UpsertScope.PARTITION:
             scope_filter = config.row_filter
     plan = files.upsert
@@ -321,9 +323,14 @@ def check_partition_values(name: str, data: pa.Table, metadata: TableMetadata) -
 
 
 def check_rows_in_slice(
-    name: str, data: pa.Table, row_filter: BooleanExpression, schema: Schema
+    name: str,
+    data: pa.Table,
+    row_filter: BooleanExpression,
+    schema: Schema,
+    description: str | None = None,
 ) -> None:
-    """Refuse rows that fall outside ``row_filter`` (nulls included), naming how many and which values."""
+    """Refuse rows that fall outside ``row_filter`` (nulls included), naming how many and which
+    values; ``description`` is the slice as people read it (default: the expression)."""
     if data.num_rows == 0:
         return
     expression = expression_to_pyarrow(bind(schema, row_filter, case_sensitive=True))
@@ -338,7 +345,7 @@ def check_rows_in_slice(
     hint = f" Column(s) {nulls} hold nulls, which belong to no partition." if nulls else ""
     raise PartitionMismatchError(
         f"Table '{name}': {outside.num_rows} of {data.num_rows} row(s) fall outside the slice this "
-        f"run owns ({row_filter}); for example {samples}.{hint} Filter the output to the run's "
+        f"run owns ({description or row_filter}); for example {samples}.{hint} Filter the output to the run's "
         "partition (context.partition_key / partition_time_window) before returning it."
     )
 
