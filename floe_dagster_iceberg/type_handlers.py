@@ -12,30 +12,35 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+import collections.abc
+import inspect
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any, ClassVar
 
 import polars as pl
 import pyarrow as pa
-from pyiceberg.expressions import BooleanExpression
 from pyiceberg.table import Table
 
 from floe_dagster_iceberg.engine.manager import IcebergTableManager
+from floe_dagster_iceberg.engine.scan import ReadRequest
 from floe_dagster_iceberg.errors import InvalidInputError
 from floe_dagster_iceberg.slices import PartitionSlice
 
 __all__ = [
     "ArrowTableHandler",
+    "InputShape",
     "LoadRequest",
     "PolarsDataFrameHandler",
     "PolarsLazyFrameHandler",
     "PolarsReader",
     "RecordBatchReaderHandler",
     "TypeHandler",
-    "handler_for_input",
     "handler_for_output",
+    "input_shape",
 ]
 
 
@@ -53,26 +58,30 @@ class PolarsReader(str, Enum):
 
 @dataclass(frozen=True)
 class LoadRequest:
-    """What an input reads: the table, the run's slice, the columns and the point in time."""
+    """What an input reads: the table, the run's slice, and the read (columns, point in time,
+    increment, string type) before the slice is applied."""
 
     manager: IcebergTableManager
     table: Table
     partition_slice: PartitionSlice | None
-    columns: list[str] | None
-    read: dict[str, Any]
+    read: ReadRequest
+    polars_reader: PolarsReader = PolarsReader.NATIVE
 
     @property
-    def row_filter(self) -> BooleanExpression | None:
-        return self.partition_slice.scan_filter if self.partition_slice else None
+    def columns(self) -> list[str] | None:
+        return list(self.read.columns) if self.read.columns else None
 
     @property
-    def scan_columns(self) -> list[str] | None:
-        """The columns to read: a slice of many keys also needs its key columns to keep its
-        exact rows after the range scan."""
+    def scan(self) -> ReadRequest:
+        """The read with the slice's filter, and with the slice's key columns when a slice of
+        many keys needs them to keep its exact rows after a range scan."""
         slice_ = self.partition_slice
-        if not self.columns or slice_ is None or slice_.scan_is_exact:
-            return self.columns
-        return list(dict.fromkeys([*self.columns, *slice_.filter_columns]))
+        if slice_ is None:
+            return self.read
+        columns = self.columns
+        if columns and not slice_.scan_is_exact:
+            columns = list(dict.fromkeys([*columns, *slice_.filter_columns]))
+        return replace(self.read, row_filter=slice_.scan_filter, columns=columns)
 
 
 class TypeHandler:
@@ -100,12 +109,11 @@ class RecordBatchReaderHandler(TypeHandler):
     input_type = pa.RecordBatchReader
 
     def load(self, request: LoadRequest) -> pa.RecordBatchReader:
-        reader = request.manager.scan_batches(
-            request.table, request.row_filter, request.scan_columns, **request.read
-        )
+        scan = request.scan
+        reader = request.manager.read_batches(request.table, scan)
         if request.partition_slice is not None:
             reader = request.partition_slice.keep_batches(reader)
-        if request.scan_columns != request.columns and request.columns:
+        if request.columns and scan.columns != request.read.columns:
             reader = _select_batches(reader, request.columns)
         return reader
 
@@ -132,12 +140,19 @@ class PolarsLazyFrameHandler(TypeHandler):
 
     def load(self, request: LoadRequest) -> pl.LazyFrame:
         read = request.read
-        snapshot_id = read.get("snapshot_id")
-        if read.get("as_of") is not None or read.get("ref") is not None:
+        if read.incremental:
+            # Polars' own increments skip overwrites; ours count those that removed nothing.
+            return pl.from_arrow(_scan_table(request)).lazy()  # type: ignore[union-attr]
+        snapshot_id = read.snapshot_id
+        if read.as_of is not None or read.ref is not None:
             snapshot_id = request.manager.snapshot_id_for(
-                request.table, as_of=read.get("as_of"), ref=read.get("ref")
+                request.table, as_of=read.as_of, ref=read.ref
             )
-        frame = pl.scan_iceberg(request.table, snapshot_id=snapshot_id)
+        frame = pl.scan_iceberg(
+            request.table,
+            snapshot_id=snapshot_id,
+            reader_override=request.polars_reader.value,
+        )
         if request.partition_slice is not None:
             frame = request.partition_slice.keep_lazy(frame)
         if request.columns:
@@ -159,19 +174,74 @@ def handler_for_output(obj: Any, table_name: str) -> TypeHandler:
     for handler in HANDLERS:
         if isinstance(obj, handler.output_types):
             return handler
-    stored = ", ".join(f"{t.__module__.split('.')[0]}.{t.__name__}" for t in _output_types())
+    stored = ", ".join(_type_name(t) for t in _output_types())
     raise InvalidInputError(
         f"Asset {table_name} returned a {type(obj).__module__}.{type(obj).__qualname__}; the "
         f"Iceberg IO manager stores {stored} (or None to write nothing)."
     )
 
 
-def handler_for_input(annotation: Any) -> TypeHandler:
-    """The handler of an input annotated ``annotation`` (``pyarrow.Table`` when unannotated)."""
+@dataclass(frozen=True)
+class InputShape:
+    """How an input's annotation asks for the table: which frame type, ``None`` allowed when
+    nothing is there (``Optional``), and one frame per partition key (``dict[str, ...]``)."""
+
+    handler: TypeHandler
+    optional: bool = False
+    per_partition: bool = False
+    values_optional: bool = False
+
+
+def input_shape(annotation: Any, input_name: str = "input") -> InputShape:
+    """The shape of an input annotated ``annotation`` (``pyarrow.Table`` when unannotated).
+
+    Example:
+        >>> import polars as pl
+        >>> shape = input_shape(dict[str, pl.DataFrame | None])
+        >>> shape.per_partition, shape.values_optional, shape.handler.input_type.__name__
+        (True, True, 'DataFrame')
+    """
+    inner, optional = _strip_optional(annotation)
+    if typing.get_origin(inner) in (dict, Mapping, collections.abc.Mapping):
+        key_type, value_type = (*typing.get_args(inner), Any, Any)[:2]
+        value, values_optional = _strip_optional(value_type)
+        if key_type in (str, Any):
+            return InputShape(
+                _handler(value, annotation, input_name), optional, True, values_optional
+            )
+    return InputShape(_handler(inner, annotation, input_name), optional)
+
+
+def _strip_optional(annotation: Any) -> tuple[Any, bool]:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(members) == 1:
+            return members[0], len(members) < len(typing.get_args(annotation))
+    return annotation, False
+
+
+def _handler(annotation: Any, whole: Any, input_name: str) -> TypeHandler:
+    if annotation in (None, Any, object, inspect.Parameter.empty):
+        return HANDLERS[0]
     for handler in HANDLERS:
         if annotation is handler.input_type:
             return handler
-    return HANDLERS[0]
+    loadable = ", ".join(_type_name(h.input_type) for h in HANDLERS)
+    raise InvalidInputError(
+        f"Input '{input_name}' is annotated {_annotation_name(whole)}, which the Iceberg IO "
+        f"manager cannot load. Annotate it as one of {loadable}; Optional[...] of these "
+        "(None when the table or partition holds nothing); or dict[str, ...] of these for a "
+        "partitioned upstream read partition by partition. Unannotated inputs are "
+        "pyarrow.Table."
+    )
+
+
+def _type_name(t: type) -> str:
+    return f"{t.__module__.split('.')[0]}.{t.__name__}"
+
+
+def _annotation_name(annotation: Any) -> str:
+    return _type_name(annotation) if isinstance(annotation, type) else repr(annotation)
 
 
 def _output_types() -> list[type]:
@@ -179,12 +249,11 @@ def _output_types() -> list[type]:
 
 
 def _scan_table(request: LoadRequest) -> pa.Table:
-    arrow = request.manager.scan(
-        request.table, request.row_filter, request.scan_columns, **request.read
-    )
+    scan = request.scan
+    arrow = request.manager.read(request.table, scan)
     if request.partition_slice is not None:
         arrow = request.partition_slice.keep(arrow)
-    if request.scan_columns != request.columns and request.columns:
+    if request.columns and scan.columns != request.read.columns:
         arrow = arrow.select(request.columns)
     return arrow
 

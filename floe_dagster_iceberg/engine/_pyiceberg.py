@@ -19,6 +19,10 @@ PyIceberg name                              used for
                                             arrays without their null mask, so a NULL
                                             ``list<struct>`` or ``map<_, struct>`` is read
                                             back as empty; the patch restores the mask
+``serializers.FromInputFile/ToOutputFile``  wrapped: table metadata JSON read or written by
+                                            this process is kept by location (the files are
+                                            immutable), so loading a table whose metadata
+                                            did not move parses nothing
 ==========================================  =================================================
 """
 
@@ -33,10 +37,13 @@ from pyiceberg.expressions.visitors import _InclusiveMetricsEvaluator, _StrictMe
 from pyiceberg.io.pyarrow import ArrowProjectionVisitor, _get_parquet_writer_kwargs
 from pyiceberg.manifest import DataFile
 from pyiceberg.schema import Schema
+from pyiceberg.serializers import FromInputFile, ToOutputFile
 from pyiceberg.table import Table, Transaction
 from pyiceberg.table.update import TableRequirement, TableUpdate
 from pyiceberg.table.update.snapshot import _SnapshotProducer
 from pyiceberg.typedef import Properties
+
+from floe_dagster_iceberg.engine.file_cache import METADATA_FILES
 
 SnapshotProducer = _SnapshotProducer
 """PyIceberg's base class of snapshot-producing table updates."""
@@ -105,3 +112,27 @@ def _patch_nested_null_reads() -> None:
 
 
 _patch_nested_null_reads()
+
+
+def _cache_metadata_files() -> None:
+    """Keep every table metadata file this process reads or writes, by location."""
+    if getattr(FromInputFile, "_floe_cached", False):
+        return
+    read = FromInputFile.table_metadata
+    write = ToOutputFile.table_metadata
+
+    def cached_read(input_file: Any, *args: Any, **kwargs: Any) -> Any:
+        return METADATA_FILES.get_or_load(
+            input_file.location, lambda: read(input_file, *args, **kwargs)
+        )
+
+    def caching_write(metadata: Any, output_file: Any, *args: Any, **kwargs: Any) -> None:
+        write(metadata, output_file, *args, **kwargs)
+        METADATA_FILES.put(output_file.location, metadata)
+
+    FromInputFile.table_metadata = staticmethod(cached_read)  # type: ignore[method-assign]
+    ToOutputFile.table_metadata = staticmethod(caching_write)  # type: ignore[method-assign]
+    FromInputFile._floe_cached = True  # type: ignore[attr-defined]
+
+
+_cache_metadata_files()

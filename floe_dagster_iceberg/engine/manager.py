@@ -26,6 +26,7 @@ from floe_dagster_iceberg.engine import maintenance
 from floe_dagster_iceberg.engine.attempt import MetadataChanges, WrittenFiles
 from floe_dagster_iceberg.engine.commit import CommitLoop, annotate_write_span
 from floe_dagster_iceberg.engine.config import (
+    ArrowStringType,
     PartitionField,
     RetryPolicy,
     SchemaChange,
@@ -45,10 +46,12 @@ from floe_dagster_iceberg.engine.partitioning import (
     partition_fields_of,
 )
 from floe_dagster_iceberg.engine.scan import (
-    annotate_scan,
+    ReadRequest,
     current_snapshot_id,
-    plan_scan,
+    read_batches,
+    read_table,
     snapshot_id_for,
+    snapshot_read,
 )
 from floe_dagster_iceberg.engine.schema_evolution import apply_schema_changes
 from floe_dagster_iceberg.engine.tables import config_differences, ensure_namespace, schema_history
@@ -384,6 +387,43 @@ class IcebergTableManager:
 
     # ------------------------------------------------------------------ reads
 
+    def read(self, table: TableRef, request: ReadRequest) -> pa.Table:
+        """The rows ``request`` asks for (see :meth:`scan` and :meth:`scan_appended`).
+
+        Example:
+            >>> import pyarrow as pa, tempfile
+            >>> from pyiceberg.catalog.sql import SqlCatalog
+            >>> tmp = tempfile.mkdtemp()
+            >>> catalog = SqlCatalog("doc", uri=f"sqlite:///{tmp}/c.db", warehouse=f"file://{tmp}")
+            >>> manager = IcebergTableManager(catalog)
+            >>> _ = manager.write("sales.orders", pa.table({"id": [1, 2]}))
+            >>> manager.read("sales.orders", ReadRequest(limit=1)).num_rows
+            1
+        """
+        identifier = self.identifier(table)
+        with (
+            self.telemetry.span("scan", identifier) as span,
+            self._reaching(f"reading table '{'.'.join(identifier)}'"),
+        ):
+            loaded = self._loaded(table)
+            result = read_table(loaded, request)
+            _annotate_read(span, loaded, request)
+            span.set_attribute("iceberg.rows", result.num_rows)
+            return result
+
+    def read_batches(self, table: TableRef, request: ReadRequest) -> pa.RecordBatchReader:
+        """Like :meth:`read`, streaming record batches instead of one table."""
+        identifier = self.identifier(table)
+        with (
+            self.telemetry.span("scan", identifier) as span,
+            self._reaching(f"reading table '{'.'.join(identifier)}'"),
+        ):
+            loaded = self._loaded(table)
+            reader = read_batches(loaded, request)
+            _annotate_read(span, loaded, request)
+            span.set_attribute("iceberg.streamed", True)
+            return reader
+
     def scan(
         self,
         table: TableRef,
@@ -393,8 +433,12 @@ class IcebergTableManager:
         as_of: datetime | None = None,
         ref: str | None = None,
         limit: int | None = None,
+        string_type: ArrowStringType = ArrowStringType.LARGE_STRING,
     ) -> pa.Table:
         """Read rows as Arrow, optionally filtered, projected and at a past snapshot, time or tag.
+
+        The Arrow schema follows the table's Iceberg schema, whoever wrote the files; strings
+        are ``large_string`` unless ``string_type`` says ``string``.
 
         Example:
             >>> import pyarrow as pa, tempfile
@@ -409,18 +453,44 @@ class IcebergTableManager:
             >>> manager.scan("sales.orders", EqualTo("region", "eu"), columns=["id"], ref="v1").to_pylist()
             [{'id': 1}]
         """
-        identifier = self.identifier(table)
-        with (
-            self.telemetry.span("scan", identifier) as span,
-            self._reaching(f"reading table '{'.'.join(identifier)}'"),
-        ):
-            plan = plan_scan(
-                self._loaded(table), row_filter, columns, snapshot_id, as_of, ref, limit
-            )
-            annotate_scan(span, plan)
-            result = plan.to_arrow()
-            span.set_attribute("iceberg.rows", result.num_rows)
-            return result
+        request = ReadRequest(row_filter, columns, snapshot_id, as_of, ref, limit, string_type)
+        return self.read(table, request)
+
+    def scan_appended(
+        self,
+        table: TableRef,
+        from_snapshot_id: int | None = None,
+        to_snapshot_id: int | None = None,
+        row_filter: BooleanExpression | None = None,
+        columns: Sequence[str] | None = None,
+        string_type: ArrowStringType = ArrowStringType.LARGE_STRING,
+    ) -> pa.Table:
+        """The rows appended after ``from_snapshot_id`` (exclusive; ``None``: since the first
+        snapshot) up to ``to_snapshot_id`` (inclusive; default: the current snapshot).
+
+        Overwrites that removed nothing count as appends; compaction is passed over; a
+        snapshot in the range that removed rows is refused with an error naming it.
+
+        Example:
+            >>> import pyarrow as pa, tempfile
+            >>> from pyiceberg.catalog.sql import SqlCatalog
+            >>> tmp = tempfile.mkdtemp()
+            >>> catalog = SqlCatalog("doc", uri=f"sqlite:///{tmp}/c.db", warehouse=f"file://{tmp}")
+            >>> manager = IcebergTableManager(catalog)
+            >>> first = manager.write("sales.orders", pa.table({"id": [1, 2]})).snapshot_id
+            >>> _ = manager.write("sales.orders", pa.table({"id": [3]}), WriteConfig(mode="append"))
+            >>> manager.scan_appended("sales.orders", from_snapshot_id=first).to_pylist()
+            [{'id': 3}]
+        """
+        request = ReadRequest(
+            row_filter,
+            columns,
+            snapshot_id=to_snapshot_id,
+            string_type=string_type,
+            incremental=True,
+            from_snapshot_id=from_snapshot_id,
+        )
+        return self.read(table, request)
 
     def scan_batches(
         self,
@@ -430,13 +500,11 @@ class IcebergTableManager:
         snapshot_id: int | None = None,
         as_of: datetime | None = None,
         ref: str | None = None,
+        string_type: ArrowStringType = ArrowStringType.LARGE_STRING,
     ) -> pa.RecordBatchReader:
         """Like :meth:`scan`, streaming record batches instead of one table."""
-        with self.telemetry.span("scan", self.identifier(table)) as span:
-            scan = plan_scan(self._loaded(table), row_filter, columns, snapshot_id, as_of, ref)
-            annotate_scan(span, scan)
-            span.set_attribute("iceberg.streamed", True)
-            return scan.to_arrow_batch_reader()
+        request = ReadRequest(row_filter, columns, snapshot_id, as_of, ref, None, string_type)
+        return self.read_batches(table, request)
 
     def snapshot_id_for(
         self, table: TableRef, as_of: datetime | None = None, ref: str | None = None
@@ -626,6 +694,12 @@ def _with_defaults(policy: RetryPolicy, defaults: RetryPolicy) -> RetryPolicy:
             for name, value in policy.model_dump().items()
         }
     )
+
+
+def _annotate_read(span: Any, table: Table, request: ReadRequest) -> None:
+    snapshot = snapshot_read(table, request)
+    if snapshot is not None:
+        span.set_attribute("iceberg.snapshot_id", snapshot.snapshot_id)
 
 
 def _annotate_maintenance(span: Any, result: Any) -> None:

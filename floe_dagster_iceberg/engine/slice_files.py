@@ -17,12 +17,14 @@ from pyiceberg.expressions.visitors import (
 )
 from pyiceberg.io import FileIO
 from pyiceberg.io.pyarrow import ArrowScan, expression_to_pyarrow
-from pyiceberg.manifest import DataFile, ManifestContent, ManifestFile
+from pyiceberg.manifest import DataFile, ManifestContent, ManifestEntry, ManifestFile
 from pyiceberg.schema import Schema
 from pyiceberg.table import DataScan, FileScanTask
 from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.table.snapshots import Snapshot
 
 from floe_dagster_iceberg.engine._pyiceberg import file_may_hold, file_only_holds
+from floe_dagster_iceberg.engine.file_cache import live_entries, snapshot_manifests
 
 
 @dataclass
@@ -65,7 +67,7 @@ def files_in_slice(
     partial: list[DataFile] = []
     only_holds = file_only_holds(metadata.schema(), row_filter)
     strict = _PartitionTest(metadata, row_filter, strict_projection)
-    for data_file in _candidates(metadata, io, row_filter):
+    for data_file in candidate_files(metadata, io, row_filter):
         if strict(data_file) or only_holds(data_file):
             found.whole.append(data_file)
         else:
@@ -77,7 +79,7 @@ def files_in_slice(
 
 def live_paths(metadata: TableMetadata, io: FileIO, scope: BooleanExpression) -> frozenset[str]:
     """The paths of the live data files that may hold rows of ``scope``."""
-    return frozenset(f.file_path for f in _candidates(metadata, io, scope))
+    return frozenset(f.file_path for f in candidate_files(metadata, io, scope))
 
 
 class _PartitionTest:
@@ -103,19 +105,29 @@ class _PartitionTest:
         return self._tests[spec_id](data_file.partition)
 
 
-def _candidates(
-    metadata: TableMetadata, io: FileIO, row_filter: BooleanExpression
+def candidate_files(
+    metadata: TableMetadata,
+    io: FileIO,
+    row_filter: BooleanExpression,
+    snapshot: Snapshot | None = None,
+    cached: bool = False,
 ) -> Iterator[DataFile]:
-    """Live data files whose manifest, partition and column statistics allow ``row_filter``."""
-    snapshot = metadata.current_snapshot()
+    """Live data files of ``snapshot`` (default: the current one) whose manifest, partition
+    and column statistics allow ``row_filter``.
+
+    ``cached`` reuses the manifests this process already read; their entries are shared, so
+    only readers that never change them ask for it.
+    """
+    snapshot = snapshot if snapshot is not None else metadata.current_snapshot()
     if snapshot is None:
         return
+    manifests = snapshot_manifests(snapshot, io) if cached else snapshot.manifests(io)
+    read_entries = live_entries if cached else _fetch_live_entries
     schema = metadata.schema()
     specs = metadata.specs()
-    may_hold = file_may_hold(schema, row_filter)
-    partition_may_hold = _PartitionTest(metadata, row_filter, inclusive_projection)
+    may_hold = may_hold_rows(metadata, row_filter)
     manifest_tests: dict[int, Callable[[ManifestFile], bool]] = {}
-    for manifest in snapshot.manifests(io):
+    for manifest in manifests:
         if manifest.content != ManifestContent.DATA:
             continue
         spec_id = manifest.partition_spec_id
@@ -125,10 +137,23 @@ def _candidates(
             manifest_tests[spec_id] = manifest_evaluator(spec, schema, projected, True)
         if not manifest_tests[spec_id](manifest):
             continue
-        for entry in manifest.fetch_manifest_entry(io, discard_deleted=True):
-            data_file = entry.data_file
-            if partition_may_hold(data_file) and may_hold(data_file):
-                yield data_file
+        for entry in read_entries(manifest, io):
+            if may_hold(entry.data_file):
+                yield entry.data_file
+
+
+def may_hold_rows(
+    metadata: TableMetadata, row_filter: BooleanExpression
+) -> Callable[[DataFile], bool]:
+    """A test, by partition and column statistics, of whether a data file may hold rows of
+    ``row_filter``."""
+    partition_may_hold = _PartitionTest(metadata, row_filter, inclusive_projection)
+    may_hold = file_may_hold(metadata.schema(), row_filter)
+    return lambda data_file: partition_may_hold(data_file) and may_hold(data_file)
+
+
+def _fetch_live_entries(manifest: ManifestFile, io: FileIO) -> list[ManifestEntry]:
+    return manifest.fetch_manifest_entry(io, discard_deleted=True)
 
 
 def _scan_tasks(
