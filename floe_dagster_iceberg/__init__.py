@@ -75,6 +75,7 @@ from floe_dagster_iceberg.jobs import (
 from floe_dagster_iceberg.lineage import LineageConfig, flush_lineage, track_maintenance
 from floe_dagster_iceberg.resource import IcebergCatalogResource
 from floe_dagster_iceberg.type_handlers import PolarsReader
+from floe_dagster_iceberg.validation import validate_iceberg_definitions
 from floe_dagster_iceberg.version import __version__
 
 __all__ = [
@@ -143,4 +144,5 @@ __all__ = [
     "iceberg_asset_tables",
     "set_tracer_provider",
     "track_maintenance",
+    "validate_iceberg_definitions",
 ]
