@@ -20,7 +20,7 @@ import dagster as dg
 from example_project import maintenance
 from example_project.assets import all_assets, daily_events_job
 from example_project.resources import catalog_from_env
-from floe_dagster_iceberg import create_iceberg_resources
+from floe_dagster_iceberg import create_iceberg_resources, validate_iceberg_definitions
 
 
 def build_definitions() -> dg.Definitions:
@@ -34,7 +34,10 @@ def build_definitions() -> dg.Definitions:
         executor=dg.in_process_executor,
     )
     components = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
-    return dg.Definitions.merge(lakehouse, maintenance.maintenance_defs, components)
+    # Checks every Iceberg asset's metadata when the code location loads, and labels it for the UI.
+    return validate_iceberg_definitions(
+        dg.Definitions.merge(lakehouse, maintenance.maintenance_defs, components)
+    )
 
 
 defs = build_definitions()
