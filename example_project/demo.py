@@ -47,11 +47,14 @@ INSTANCE_CONFIG = f"""{INSTANCE_MARKER}
 # `python3 tasks.py demo` wipes this instance's run history whenever it rebuilds the tables.
 telemetry:
   enabled: false
-# Queued runs (a backfill's) start within a second, several at once.
+# Queued runs start within a second. A backfill's runs go one after the other, so the row
+# count of each materialization is the table's total after it (concurrent runs may record
+# their materializations in another order than they commit).
 run_queue:
   dequeue_interval_seconds: 1
-  dequeue_use_threads: true
-  dequeue_num_workers: 4
+  tag_concurrency_limits:
+    - key: dagster/backfill
+      limit: 1
 """
 """``dagster.yaml`` of the demo's instance; its first line marks the instance as the demo's."""
 
