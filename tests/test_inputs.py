@@ -8,6 +8,7 @@ import pyarrow as pa
 import pytest
 
 from floe_dagster_iceberg import (
+    CustomCatalogConfig,
     EmbeddedCatalogConfig,
     IcebergCatalogResource,
     IcebergIOManager,
@@ -283,3 +284,39 @@ def test_explicit_snapshot_range_input(resources, instance, manager):
     _run([log, between], resources, instance, selection=[between])
 
     assert RECEIVED["between"] == [2, 2]
+
+
+# ---------------------------------------------------------------------- reader choices
+
+
+@dg.asset(io_manager_key="iceberg")
+def numbers() -> pa.Table:
+    return pa.table({"n": [3, 1, 2], "name": ["c", "a", "b"]})
+
+
+@dg.asset
+def lazy_numbers(numbers: pl.LazyFrame) -> None:
+    RECEIVED["lazy"] = numbers.sort("n").collect()
+
+
+def test_polars_reader_pyiceberg_loads_lazy_frames(catalog_resource, instance):
+    resources = {
+        **create_iceberg_resources(catalog_resource),
+        "iceberg": IcebergIOManager(catalog=catalog_resource, polars_reader="pyiceberg"),
+    }
+
+    assert _run([numbers, lazy_numbers], resources, instance).success
+    assert RECEIVED["lazy"].to_dicts() == numbers().sort_by("n").to_pylist()
+
+
+def test_fsspec_file_io_writes_and_reads_s3(s3_sql_catalog_properties, instance):
+    catalog_resource = IcebergCatalogResource(
+        catalog=CustomCatalogConfig(properties=s3_sql_catalog_properties), file_io="fsspec"
+    )
+    resources = create_iceberg_resources(catalog_resource)
+
+    assert _run([numbers, lazy_numbers], resources, instance).success
+    assert RECEIVED["lazy"].to_dicts() == numbers().sort_by("n").to_pylist()
+    table = catalog_resource.get_manager().load_table("public.numbers")
+    assert type(table.io).__name__ == "FsspecFileIO"
+    assert table.location().startswith("s3://")
