@@ -116,7 +116,6 @@ class IcebergIOManager(ConfigurableIOManager):
         metadata = _merged_metadata(context)
         identifier = self._identifier(context.asset_key.path, metadata)
         table_name = ".".join(identifier)
-        _refuse_pandas(obj, table_name)
         data = handler_for_output(obj, table_name).to_arrow(obj, table_name)
         manager = self.catalog.get_manager(logger=context.log)
         existing = _load_if_exists(manager, identifier)
@@ -271,17 +270,6 @@ def _column_types(table: Table | None, data_schema: pa.Schema | None) -> dict[st
     if table is not None:
         types.update({f.name: f.field_type for f in table.schema().fields})
     return types
-
-
-def _refuse_pandas(obj: Any, table_name: str) -> None:
-    """A pandas frame is refused with the one-line conversion to a type that is stored."""
-    if type(obj).__module__.split(".")[0] != "pandas":
-        return
-    raise InvalidInputError(
-        f"Asset {table_name} returned a pandas {type(obj).__name__}, which the Iceberg IO manager "
-        "does not store; return pyarrow.Table.from_pandas(df, preserve_index=False) or "
-        "polars.from_pandas(df) instead."
-    )
 
 
 def _collect(data: pa.Table | pa.RecordBatchReader) -> pa.Table:

@@ -679,22 +679,6 @@ def test_a_string_column_under_daily_partitions_names_the_asset_and_the_fix(reso
     assert "str.to_date()" in message
 
 
-def test_a_pandas_output_is_refused_with_the_conversion(resources, instance, manager):
-    pandas = pytest.importorskip("pandas", reason="pandas is what this message is about")
-
-    @dg.asset(key_prefix=["lake"], io_manager_key="iceberg")
-    def frame() -> object:
-        return pandas.DataFrame({"id": [1, 2]})
-
-    with pytest.raises(InvalidInputError) as refused:
-        _run([frame], resources, instance)
-    message = str(refused.value)
-    assert "Asset lake.frame returned a pandas DataFrame" in message
-    assert "pyarrow.Table.from_pandas(df, preserve_index=False)" in message
-    assert "polars.from_pandas(df)" in message
-    assert not manager.table_exists("lake.frame")
-
-
 def test_an_upsert_without_join_cols_says_what_to_add_in_one_line(resources, instance, manager):
     @dg.asset(key_prefix=["lake"], io_manager_key="iceberg", metadata={"write_mode": "upsert"})
     def customers() -> pa.Table:
