@@ -49,6 +49,7 @@ from floe_dagster_iceberg.engine.maintenance import (
     TableHealth,
 )
 from floe_dagster_iceberg.engine.manager import CreateTableResult, IcebergTableManager
+from floe_dagster_iceberg.engine.scan import ReadRequest
 from floe_dagster_iceberg.engine.telemetry import set_tracer_provider
 from floe_dagster_iceberg.errors import (
     CatalogConnectionError,
@@ -74,7 +75,12 @@ from floe_dagster_iceberg.jobs import (
 )
 from floe_dagster_iceberg.lineage import LineageConfig, flush_lineage, track_maintenance
 from floe_dagster_iceberg.resource import IcebergCatalogResource
-from floe_dagster_iceberg.type_handlers import PolarsReader
+from floe_dagster_iceberg.type_handlers import (
+    LoadRequest,
+    PolarsReader,
+    TypeHandler,
+    register_type_handler,
+)
 from floe_dagster_iceberg.validation import validate_iceberg_definitions
 from floe_dagster_iceberg.version import __version__
 
@@ -100,6 +106,7 @@ __all__ = [
     "InvalidIdentifierError",
     "InvalidInputError",
     "LineageConfig",
+    "LoadRequest",
     "MaintenanceStep",
     "NullOrder",
     "OrphanFilesResult",
@@ -109,6 +116,7 @@ __all__ = [
     "PartitionSpecUpdateMode",
     "PartitionTransform",
     "PolarsReader",
+    "ReadRequest",
     "RestCatalogConfig",
     "RetryPolicy",
     "RewriteManifestsResult",
@@ -127,6 +135,7 @@ __all__ = [
     "TableHealth",
     "TableNotFoundError",
     "TableSchema",
+    "TypeHandler",
     "UpsertKeyError",
     "UpsertScope",
     "WriteConfig",
@@ -142,6 +151,7 @@ __all__ = [
     "create_iceberg_resources",
     "flush_lineage",
     "iceberg_asset_tables",
+    "register_type_handler",
     "set_tracer_provider",
     "track_maintenance",
     "validate_iceberg_definitions",
