@@ -29,17 +29,21 @@ from floe_dagster_iceberg.asset_tables import DEFAULT_NAMESPACE, asset_table_ide
 from floe_dagster_iceberg.engine.maintenance import TableHealth
 from floe_dagster_iceberg.errors import TableNotFoundError
 from floe_dagster_iceberg.jobs.selection import AssetLike, iceberg_asset_tables
+from floe_dagster_iceberg.metadata import readable_size, with_readable_sizes
 
 __all__ = [
+    "DEFAULT_CHECK_NAME_PREFIX",
     "SMALL_FILES_CHECK",
     "SNAPSHOT_COUNT_CHECK",
     "STALENESS_CHECK",
     "build_iceberg_health_checks",
 ]
 
+DEFAULT_CHECK_NAME_PREFIX = "iceberg"
 SMALL_FILES_CHECK = "iceberg_small_files"
 SNAPSHOT_COUNT_CHECK = "iceberg_snapshot_count"
 STALENESS_CHECK = "iceberg_staleness"
+_SMALL_FILES, _SNAPSHOT_COUNT, _STALENESS = "small_files", "snapshot_count", "staleness"
 
 
 def _tables_of(
@@ -66,9 +70,34 @@ def _tables_of(
 
 
 def _metadata(health: TableHealth) -> dict[str, Any]:
-    return {
-        f"iceberg/{key}": value for key, value in health.as_metrics().items() if value is not None
-    }
+    return with_readable_sizes(
+        {f"iceberg/{key}": value for key, value in health.as_metrics().items() if value is not None}
+    )
+
+
+def readable_duration(duration: timedelta) -> str:
+    """A duration in the largest whole unit that fits, as people say it.
+
+    Example:
+        >>> readable_duration(timedelta(hours=36)), readable_duration(timedelta(days=2))
+        ('36 hours', '2 days')
+        >>> readable_duration(timedelta(seconds=4000))
+        '1 hour 6 minutes'
+    """
+    seconds = round(duration.total_seconds())
+    if seconds and seconds % 86400 == 0:
+        return _count(seconds // 86400, "day")
+    if seconds >= 3600:
+        hours, rest = divmod(seconds, 3600)
+        minutes = rest // 60
+        return _count(hours, "hour") + (f" {_count(minutes, 'minute')}" if minutes else "")
+    if seconds >= 60:
+        return _count(seconds // 60, "minute")
+    return _count(seconds, "second")
+
+
+def _count(number: int, unit: str) -> str:
+    return f"{number} {unit}" + ("" if number == 1 else "s")
 
 
 def build_iceberg_health_checks(
@@ -85,6 +114,7 @@ def build_iceberg_health_checks(
     max_staleness: timedelta | None = timedelta(hours=36),
     severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.WARN,
     blocking: bool = False,
+    check_name_prefix: str = DEFAULT_CHECK_NAME_PREFIX,
 ) -> list[dg.AssetChecksDefinition]:
     """Asset checks on small-file ratio, snapshot count and staleness of Iceberg assets.
 
@@ -102,6 +132,9 @@ def build_iceberg_health_checks(
     snapshot check fails above ``max_snapshots``; the staleness check fails when the data last
     changed more than ``max_staleness`` ago (``None`` leaves staleness out). Every result
     carries the table's health metrics. A table that does not exist yet fails its checks.
+    Checks are named ``<check_name_prefix>_small_files``, ``_snapshot_count`` and
+    ``_staleness`` (``iceberg_...`` by default; another prefix lets two sets of checks, e.g. the
+    ``dg`` component's, watch the same asset).
 
     Example:
         >>> checks = build_iceberg_health_checks(["sales/orders"], max_snapshots=100)
@@ -111,34 +144,21 @@ def build_iceberg_health_checks(
     tables = _tables_of(assets, io_manager_key, default_namespace)
     if not tables:
         return []
-    specs = []
-    for key in tables:
-        specs.append(
-            dg.AssetCheckSpec(
-                SMALL_FILES_CHECK,
-                asset=key,
-                blocking=blocking,
-                description=f"At most {max_small_file_ratio:.0%} of the data files are small "
-                "files that compaction can merge.",
-            )
+    descriptions = {
+        _SMALL_FILES: f"At most {max_small_file_ratio:.0%} of the data files are small files "
+        "that compaction can merge.",
+        _SNAPSHOT_COUNT: f"At most {max_snapshots} snapshots (snapshot expiry is running).",
+    }
+    if max_staleness is not None:
+        descriptions[_STALENESS] = (
+            f"Data changed within the last {readable_duration(max_staleness)}."
         )
-        specs.append(
-            dg.AssetCheckSpec(
-                SNAPSHOT_COUNT_CHECK,
-                asset=key,
-                blocking=blocking,
-                description=f"At most {max_snapshots} snapshots (snapshot expiry is running).",
-            )
-        )
-        if max_staleness is not None:
-            specs.append(
-                dg.AssetCheckSpec(
-                    STALENESS_CHECK,
-                    asset=key,
-                    blocking=blocking,
-                    description=f"Data changed within the last {max_staleness}.",
-                )
-            )
+    kinds = {f"{check_name_prefix}_{kind}": kind for kind in descriptions}
+    specs = [
+        dg.AssetCheckSpec(name, asset=key, blocking=blocking, description=descriptions[kind])
+        for key in tables
+        for name, kind in kinds.items()
+    ]
 
     @dg.multi_asset_check(
         specs=specs,
@@ -172,6 +192,7 @@ def build_iceberg_health_checks(
             metadata = {"iceberg/table": table, **_metadata(health)}
             for check_key in wanted:
                 yield _evaluate(
+                    kinds[check_key.name],
                     check_key.name,
                     key,
                     health,
@@ -187,6 +208,7 @@ def build_iceberg_health_checks(
 
 
 def _evaluate(
+    kind: str,
     check_name: str,
     key: dg.AssetKey,
     health: TableHealth,
@@ -198,15 +220,16 @@ def _evaluate(
     max_snapshots: int,
     max_staleness: timedelta | None,
 ) -> dg.AssetCheckResult:
-    if check_name == SMALL_FILES_CHECK:
+    if kind == _SMALL_FILES:
         passed = not health.needs_compaction(max_small_file_ratio, min_small_files)
         description = (
             f"{health.small_files} of {health.data_files} data files are small "
-            f"(< {health.small_file_threshold_bytes} B); {health.compactable_small_files} of "
+            f"(< {readable_size(health.small_file_threshold_bytes)}); "
+            f"{health.compactable_small_files} of "
             f"them can be merged by compaction (ratio {health.compactable_small_file_ratio:.2f}, "
             f"limit {max_small_file_ratio:.2f})" + ("" if passed else ": run compaction")
         )
-    elif check_name == SNAPSHOT_COUNT_CHECK:
+    elif kind == _SNAPSHOT_COUNT:
         passed = health.snapshots <= max_snapshots
         description = f"{health.snapshots} snapshots (limit {max_snapshots})" + (
             "" if passed else ": run snapshot expiry"
@@ -218,7 +241,8 @@ def _evaluate(
         description = (
             "no data written yet"
             if age is None
-            else f"data last changed {timedelta(seconds=round(age))} ago (limit {max_staleness})"
+            else f"data last changed {readable_duration(timedelta(seconds=age))} ago "
+            f"(limit {readable_duration(max_staleness or timedelta(0))})"
         )
     return dg.AssetCheckResult(
         asset_key=key,

@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -219,6 +220,10 @@ class IcebergIOManager(ConfigurableIOManager):
         self, asset_key_path: list[str], metadata: Mapping[str, Any]
     ) -> tuple[str, str]:
         return asset_table_identifier(asset_key_path, dict(metadata), self.namespace)
+
+
+# Dagster shows the class docstring as the resource's description, in markdown: unindented.
+IcebergIOManager.__doc__ = inspect.cleandoc(IcebergIOManager.__doc__ or "")
 
 
 def create_iceberg_resources(

@@ -224,21 +224,31 @@ def readable_size(size_bytes: float) -> str:
 
 
 def with_readable_sizes(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """``metrics`` with a readable text beside every byte count (``*_bytes`` -> ``*_size``).
+    """``metrics`` with a readable text beside every byte count: ``*_bytes`` gets ``*_size``,
+    ``bytes_*`` gets ``size_*``.
 
     The integers stay (plots and checks read them); the text is what people read.
 
     Example:
-        >>> with_readable_sizes({"iceberg/total_bytes": 2048, "iceberg/rows": 3})
-        {'iceberg/total_bytes': 2048, 'iceberg/total_size': '2.0 KiB', 'iceberg/rows': 3}
+        >>> with_readable_sizes({"iceberg/total_bytes": 2048, "expiry/bytes_freed": 0})
+        {'iceberg/total_bytes': 2048, 'iceberg/total_size': '2.0 KiB', 'expiry/bytes_freed': 0, 'expiry/size_freed': '0 B'}
     """
     readable: dict[str, Any] = {}
     for key, value in metrics.items():
         readable[key] = value
-        if (
-            key.endswith("_bytes")
-            and isinstance(value, int | float)
-            and not isinstance(value, bool)
-        ):
-            readable[key.removesuffix("_bytes") + "_size"] = readable_size(value)
+        size_key = _size_key(key)
+        if size_key and isinstance(value, int | float) and not isinstance(value, bool):
+            readable[size_key] = readable_size(value)
     return readable
+
+
+def _size_key(key: str) -> str | None:
+    """The key of the readable text of byte count ``key``; ``None`` if it is no byte count."""
+    prefix, _, name = key.rpartition("/")
+    if name.endswith("_bytes"):
+        name = name.removesuffix("_bytes") + "_size"
+    elif name.startswith("bytes_"):
+        name = "size_" + name.removeprefix("bytes_")
+    else:
+        return None
+    return f"{prefix}/{name}" if prefix else name

@@ -4,10 +4,23 @@ The catalog is configured by a typed, discriminated config (see
 :mod:`floe_dagster_iceberg.catalog_config`), storage (FileIO) settings and secrets through
 ``dagster.EnvVar``. With no configuration at all it is an embedded SQLite catalog with a local
 warehouse.
+
+Example:
+    >>> from dagster import EnvVar
+    >>> embedded = IcebergCatalogResource()
+    >>> rest = IcebergCatalogResource(
+    ...     name="lake",
+    ...     catalog=RestCatalogConfig(
+    ...         uri="https://catalog.example.com", warehouse="lake",
+    ...         credential=EnvVar("ICEBERG_CREDENTIAL"),
+    ...     ),
+    ...     storage=S3StorageConfig(endpoint="https://s3.example.com", region="eu-west-1"),
+    ... )
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import threading
@@ -53,19 +66,19 @@ class IcebergCatalogResource(RedactedRepr, ConfigurableResource):
     """The Iceberg catalog of a Dagster project; loads it once per process and hands out managers.
 
     With no arguments it is the embedded default: a SQLite catalog and a local warehouse under
-    ``$FLOE_ICEBERG_HOME`` (default ``./.floe``), so a project runs with no server.
+    `$FLOE_ICEBERG_HOME` (default `./.floe`), so a project runs with no server.
 
     Example:
-        >>> from dagster import EnvVar
-        >>> embedded = IcebergCatalogResource()
-        >>> rest = IcebergCatalogResource(
-        ...     name="lake",
-        ...     catalog=RestCatalogConfig(
-        ...         uri="https://catalog.example.com", warehouse="lake",
-        ...         credential=EnvVar("ICEBERG_CREDENTIAL"),
-        ...     ),
-        ...     storage=S3StorageConfig(endpoint="https://s3.example.com", region="eu-west-1"),
-        ... )
+
+    ```python
+    IcebergCatalogResource(
+        catalog=RestCatalogConfig(
+            uri="https://catalog.example.com",
+            warehouse="lake",
+            credential=EnvVar("ICEBERG_CREDENTIAL"),
+        ),
+    )
+    ```
     """
 
     name: str = Field(
@@ -187,6 +200,10 @@ class IcebergCatalogResource(RedactedRepr, ConfigurableResource):
                 f"Could not open the Iceberg catalog {self.name!r} at {self.catalog_uri}: "
                 f"{redact(f'{type(error).__name__}: {error}', properties)}."
             ) from None
+
+
+# Dagster shows the class docstring as the resource's description, in markdown: unindented.
+IcebergCatalogResource.__doc__ = inspect.cleandoc(IcebergCatalogResource.__doc__ or "")
 
 
 def _creates_sql_catalog_tables(properties: dict[str, str]) -> bool:

@@ -21,8 +21,18 @@ Example ``defs/maintenance/defs.yaml``:
         max_snapshots: 200
 
 Every job, schedule and sensor it creates is STOPPED until switched on in the UI. Its names
-start with ``name_prefix``, by default ``iceberg_component``, so they never collide with those
-of ``build_iceberg_maintenance_definitions()`` (prefix ``iceberg``) in the same code location.
+(and those of its health checks) start with ``name_prefix``, by default ``iceberg_component``,
+so they never collide with those of ``build_iceberg_maintenance_definitions()`` and
+``build_iceberg_health_checks()`` (prefix ``iceberg``) in the same code location.
+
+The class docstrings are what ``dg`` and the Dagster UI show: plain markdown, no doctest.
+
+Example:
+    >>> component = IcebergMaintenanceComponent(namespaces=["sales"], retain_last=5)
+    >>> component.nightly_cron, component.options.retain_last
+    ('0 3 * * *', 5)
+    >>> IcebergHealthChecksModel(max_snapshots=200).max_small_file_ratio
+    0.5
 """
 
 from datetime import timedelta
@@ -47,12 +57,7 @@ DEFAULT_COMPONENT_NAME_PREFIX = "iceberg_component"
 
 
 class IcebergHealthChecksModel(dg.Model, dg.Resolvable):
-    """Thresholds of the health checks added to the component's ``assets``.
-
-    Example:
-        >>> IcebergHealthChecksModel(max_snapshots=200).max_small_file_ratio
-        0.5
-    """
+    """Thresholds of the health checks added to the component's `assets`."""
 
     max_small_file_ratio: float = Field(
         default=0.5, ge=0, le=1, description="Fail above this share of small data files"
@@ -73,23 +78,28 @@ class IcebergHealthChecksModel(dg.Model, dg.Resolvable):
 
 
 class IcebergMaintenanceComponent(dg.Component, MaintenanceOptions, dg.Resolvable):
-    """Iceberg table maintenance for a project, declared in ``defs.yaml``.
+    """Iceberg table maintenance for a project, declared in `defs.yaml`.
 
-    Creates the jobs ``<name_prefix>_nightly_maintenance`` (snapshot expiry + orphan cleanup)
-    and ``<name_prefix>_compaction`` (compaction + manifest rewrite), a nightly schedule, an
+    Creates the jobs `<name_prefix>_nightly_maintenance` (snapshot expiry + orphan cleanup)
+    and `<name_prefix>_compaction` (compaction + manifest rewrite), a nightly schedule, an
     optional compaction schedule, the compaction-after-backfills sensor, and health checks for
-    the listed ``assets``. All schedules and sensors start STOPPED.
+    the listed `assets`. All schedules and sensors start STOPPED.
 
-    Tables: ``tables`` (``namespace.table``), ``namespaces``, ``assets`` (asset keys such as
-    ``sales/orders``); with none of them, every asset of the code location whose IO manager is
-    ``io_manager_key``. Maintenance options are the fields of
-    :class:`~floe_dagster_iceberg.jobs.options.MaintenanceOptions`; left out (null), they come
-    from each table's own properties (``history.expire.*``, ``write.target-file-size-bytes``).
+    Tables: `tables` (`namespace.table`), `namespaces`, `assets` (asset keys such as
+    `sales/orders`); with none of them, every asset of the code location whose IO manager is
+    `io_manager_key`. Maintenance options left out (null) come from each table's own
+    properties (`history.expire.*`, `write.target-file-size-bytes`).
 
     Example:
-        >>> component = IcebergMaintenanceComponent(namespaces=["sales"], retain_last=5)
-        >>> component.nightly_cron, component.options.retain_last
-        ('0 3 * * *', 5)
+
+    ```yaml
+    type: floe_dagster_iceberg.IcebergMaintenanceComponent
+    attributes:
+      namespaces: [sales]
+      nightly_cron: "0 3 * * *"
+      target_file_size_bytes: 128MiB
+      retain_last: 5
+    ```
     """
 
     tables: list[str] = Field(default_factory=list, description="Tables as 'namespace.table'")
@@ -166,6 +176,7 @@ class IcebergMaintenanceComponent(dg.Component, MaintenanceOptions, dg.Resolvabl
         checks = build_iceberg_health_checks(
             asset_keys,
             name=f"{self.name_prefix}_health_checks",
+            check_name_prefix=self.name_prefix,
             resource_key=self.resource_key,
             default_namespace=self.default_namespace,
             max_small_file_ratio=thresholds.max_small_file_ratio,

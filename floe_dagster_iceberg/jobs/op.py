@@ -32,8 +32,9 @@ from floe_dagster_iceberg.jobs.steps import (
     check_steps,
 )
 from floe_dagster_iceberg.lineage import track_maintenance
+from floe_dagster_iceberg.metadata import with_readable_sizes
 
-__all__ = ["DEFAULT_RESOURCE_KEY", "build_iceberg_maintenance_op"]
+__all__ = ["DEFAULT_RESOURCE_KEY", "build_iceberg_maintenance_op", "failure_summary"]
 
 DEFAULT_RESOURCE_KEY = "iceberg_catalog"
 
@@ -185,15 +186,49 @@ def _maintain(
         metadata[f"{step.name}/summary"] = dg.MetadataValue.md(
             _summary_markdown(rows) if rows else "no tables"
         )
-        metadata.update({f"{step.name}/{key}": value for key, value in totals.items()})
+        metadata.update(
+            with_readable_sizes({f"{step.name}/{key}": value for key, value in totals.items()})
+        )
     metadata["failed_tables"] = dg.MetadataValue.json(sorted({f["table"] for f in failures}))
     if failures:
-        listing = "; ".join(f"{f['table']} ({f['step']}: {f['error']})" for f in failures)
         raise dg.Failure(
-            description=(
-                f"Iceberg maintenance failed for {len({f['table'] for f in failures})} "
-                f"table(s); the others were maintained: {listing}"
-            ),
+            description=failure_summary(failures, [t.table for t in targets], missing),
             metadata={**metadata, "failures": dg.MetadataValue.json(failures)},
         )
     yield dg.Output(None, metadata=metadata)
+
+
+def failure_summary(failures: Sequence[dict], tables: Sequence[str], missing: set[str]) -> str:
+    """What a maintenance run did, said exactly: how many of its tables failed (named, with each
+    error), how many were maintained and how many do not exist yet.
+
+    Example:
+        >>> error = {"table": "sales.orders", "step": "compact", "error": "OSError: disk full"}
+        >>> failure_summary([error], ["sales.orders"], set())
+        'Iceberg maintenance failed on its only table, sales.orders: compact: OSError: disk full'
+        >>> failure_summary([error], ["sales.orders", "sales.items", "sales.new"], {"sales.new"})
+        'Iceberg maintenance failed on 1 of 3 tables (sales.orders); 1 maintained (sales.items), 1 not created yet (sales.new). sales.orders: compact: OSError: disk full'
+    """
+    failed = sorted({f["table"] for f in failures})
+    details = "; ".join(f"{f['table']}: {f['step']}: {f['error']}" for f in failures)
+    if len(tables) == 1 and failed == list(tables):
+        return f"Iceberg maintenance failed on its only table, {details}"
+    maintained = [t for t in tables if t not in failed and t not in missing]
+    absent = [t for t in tables if t in missing and t not in failed]
+    failed_tables = [t for t in failed if t in tables]
+    outcome = [f"{len(maintained)} maintained" + _names(maintained)]
+    if absent:
+        outcome.append(f"{len(absent)} not created yet" + _names(absent))
+    return (
+        f"Iceberg maintenance failed on {len(failed_tables)} of {len(tables)} table"
+        + ("" if len(tables) == 1 else "s")
+        + _names(failed)
+        + f"; {', '.join(outcome)}. {details}"
+    )
+
+
+def _names(tables: Sequence[str], shown: int = 10) -> str:
+    if not tables:
+        return ""
+    more = f", ... ({len(tables)} in all)" if len(tables) > shown else ""
+    return f" ({', '.join(tables[:shown])}{more})"

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from floe_dagster_iceberg.engine.maintenance import TableHealth
 from floe_dagster_iceberg.jobs.options import MaintenanceOptions
+from floe_dagster_iceberg.metadata import STORAGE_KIND, readable_size, with_readable_sizes
 
 __all__ = [
     "COMPACTION_STEPS",
@@ -52,19 +53,27 @@ class Step:
         return "observed" if result is None else self.summary(result.as_metrics())
 
     def observation_metadata(self, health: TableHealth, result: Any) -> dict[str, Any]:
-        """Metadata of the observation logged on the table's asset after the step."""
+        """Metadata of the observation logged on the table's asset after the step.
+
+        ``dagster/row_count`` is the table's rows. There is no ``dagster/last_updated_timestamp``:
+        maintenance changes no data, and once expiry removed the snapshots of the last data
+        commit its time is only bounded, which would make stale data look fresh to freshness
+        checks; they read the materializations' commit times. Byte counts come with a readable
+        size.
+        """
         metadata: dict[str, Any] = {
             f"iceberg/{key}": value
             for key, value in health.as_metrics().items()
             if value is not None
         }
         metadata["dagster/row_count"] = health.rows
+        metadata["dagster/storage_kind"] = STORAGE_KIND
         metadata["iceberg/maintenance_step"] = self.name
         if result is not None:
             for key, value in result.as_metrics().items():
                 if value is not None:
                     metadata[f"iceberg/{self.name}/{key}"] = value
-        return metadata
+        return with_readable_sizes(metadata)
 
 
 def _compact(manager: Any, table: str, options: MaintenanceOptions) -> Any:
@@ -84,7 +93,7 @@ STEPS: Mapping[MaintenanceStep, Step] = {
             options=("target_file_size_bytes", "min_input_files"),
             totals=("files_rewritten", "bytes_rewritten", "files_added", "bytes_added"),
             summary=lambda m: (
-                f"{m['files_rewritten']} files ({m['bytes_rewritten']} B) -> "
+                f"{m['files_rewritten']} files ({readable_size(m['bytes_rewritten'])}) -> "
                 f"{m['files_added']} files in {m['partitions_compacted']} partition(s), "
                 f"{m['partitions_skipped']} skipped"
             ),
@@ -104,7 +113,7 @@ STEPS: Mapping[MaintenanceStep, Step] = {
             totals=("snapshots_expired", "files_deleted", "bytes_freed"),
             summary=lambda m: (
                 f"{m['snapshots_expired']} snapshots expired, {m['files_deleted']} files "
-                f"({m['bytes_freed']} B) deleted"
+                f"({readable_size(m['bytes_freed'])}) deleted"
             ),
         ),
         Step(
@@ -116,7 +125,7 @@ STEPS: Mapping[MaintenanceStep, Step] = {
             totals=("orphan_files", "files_deleted", "bytes_freed"),
             summary=lambda m: (
                 f"{m['orphan_files']} orphan files, {m['files_deleted']} deleted "
-                f"({m['bytes_freed']} B)"
+                f"({readable_size(m['bytes_freed'])})"
             ),
         ),
         # The observation (storage health, logged after every step) is the result.

@@ -16,6 +16,7 @@ import floe_dagster_iceberg
 from floe_dagster_iceberg import (
     EmbeddedCatalogConfig,
     IcebergCatalogResource,
+    build_iceberg_health_checks,
     build_iceberg_maintenance_definitions,
     create_iceberg_resources,
 )
@@ -92,8 +93,8 @@ def test_defs_yaml_declares_jobs_schedules_sensor_and_checks(tmp_path):
         assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
         (checks,) = defs.asset_checks
         assert {key.name for key in checks.check_keys} == {
-            "iceberg_small_files",
-            "iceberg_snapshot_count",
+            "lake_small_files",
+            "lake_snapshot_count",
         }
         nightly = next(job for job in defs.jobs if job.name == "lake_nightly_maintenance")
         fields = _op_config_fields(nightly)
@@ -149,14 +150,20 @@ def test_component_maintenance_runs_on_real_tables(tmp_path):
     assert table.scan().to_arrow().num_rows == 8
 
 
-def test_default_names_do_not_collide_with_the_python_builder(tmp_path):
+def test_default_names_do_not_collide_with_the_python_builders(tmp_path):
+    """The component at its defaults and every Python builder at its defaults, on one asset,
+    in one code location."""
     catalog_resource = IcebergCatalogResource(catalog=EmbeddedCatalogConfig(home=str(tmp_path)))
-    _, component_defs, close = _load({"health_checks": None})
+    _, component_defs, close = _load({"assets": ["lake/events"]})
     try:
         defs = dg.Definitions.merge(
             component_defs,
             build_iceberg_maintenance_definitions(),
-            dg.Definitions(resources=create_iceberg_resources(catalog_resource)),
+            dg.Definitions(
+                assets=[events],
+                asset_checks=build_iceberg_health_checks([events]),
+                resources=create_iceberg_resources(catalog_resource),
+            ),
         )
         dg.Definitions.validate_loadable(defs)
         assert {job.name for job in defs.jobs} == {
@@ -164,6 +171,20 @@ def test_default_names_do_not_collide_with_the_python_builder(tmp_path):
             "iceberg_component_compaction",
             "iceberg_nightly_maintenance",
             "iceberg_compaction",
+        }
+        assert {s.name for s in defs.schedules} == {
+            "iceberg_component_nightly_maintenance_schedule",
+            "iceberg_nightly_maintenance_schedule",
+        }
+        assert {s.name for s in defs.sensors} == {
+            "iceberg_component_compaction_after_backfills",
+            "iceberg_compaction_after_backfills",
+        }
+        check_names = {key.name for checks in defs.asset_checks for key in checks.check_keys}
+        assert check_names == {
+            f"{prefix}_{kind}"
+            for prefix in ("iceberg", "iceberg_component")
+            for kind in ("small_files", "snapshot_count", "staleness")
         }
     finally:
         close()

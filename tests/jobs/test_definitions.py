@@ -1,9 +1,12 @@
 """Ready-made maintenance definitions: jobs, schedules and sensor, all STOPPED."""
 
 import datetime as dt
+import re
 
 import dagster as dg
 
+from floe_dagster_iceberg import build_iceberg_health_checks
+from floe_dagster_iceberg.components import IcebergMaintenanceComponent
 from floe_dagster_iceberg.jobs import build_iceberg_maintenance_definitions, maintain_op_name
 
 from .support import append_times, appending_asset, output_metadata
@@ -40,3 +43,48 @@ def test_schedules_are_stopped_and_evaluate(resources, catalog_resource, instanc
     metadata = output_metadata(result, maintain_op_name(job.name))
     assert metadata["tables"] == ["lake.events"]
     assert metadata["remove_orphan_files/orphan_files"] == 0
+
+
+def _ui_descriptions(defs: dg.Definitions) -> dict[str, str]:
+    """Every description the Dagster UI shows for the package's definitions, by where it shows."""
+    repository = defs.get_repository_def()
+    shown: dict[str, str | None] = {}
+    for key, resource in repository.get_top_level_resources().items():
+        shown[f"resource {key}"] = resource.description
+    for job in repository.get_all_jobs():
+        shown[f"job {job.name}"] = job.description
+        for node in job.graph.node_defs:
+            shown[f"op {node.name}"] = node.description
+    for schedule in repository.schedule_defs:
+        shown[f"schedule {schedule.name}"] = schedule.description
+    for sensor in repository.sensor_defs:
+        shown[f"sensor {sensor.name}"] = sensor.description
+    for checks in repository.asset_checks_defs_by_key.values():
+        for spec in checks.check_specs:
+            shown[f"check {spec.name}"] = spec.description
+    shown["component"] = IcebergMaintenanceComponent.get_description()
+    return {where: text for where, text in shown.items() if text}
+
+
+def test_ui_descriptions_are_plain_markdown_without_doctests(resources):
+    events = appending_asset("events")
+    defs = dg.Definitions.merge(
+        build_iceberg_maintenance_definitions(),
+        dg.Definitions(
+            assets=[events],
+            asset_checks=build_iceberg_health_checks(
+                [events], max_staleness=dt.timedelta(hours=36)
+            ),
+            resources=resources,
+        ),
+    )
+    descriptions = _ui_descriptions(defs)
+    assert {"resource iceberg", "resource iceberg_catalog", "component"} <= set(descriptions)
+    for where, text in descriptions.items():
+        prose = re.sub(r"```.*?```", "", text, flags=re.DOTALL)  # fenced examples are markdown
+        assert "``" not in prose, f"{where}: {text}"
+        assert not re.search(r"^    ", prose, flags=re.MULTILINE), f"{where}: indented: {text}"
+        assert ">>>" not in text, f"{where}: {text}"
+        assert ":func:" not in text, f"{where}: {text}"
+        assert ":class:" not in text, f"{where}: {text}"
+    assert descriptions["check iceberg_staleness"] == "Data changed within the last 36 hours."

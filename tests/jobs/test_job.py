@@ -1,10 +1,12 @@
 """A maintenance job run end to end: every step on every listed table."""
 
 import datetime as dt
+import os
 
 import dagster as dg
 
 from floe_dagster_iceberg.jobs import build_iceberg_maintenance_job, maintain_op_name
+from floe_dagster_iceberg.metadata import readable_size
 
 from .support import (
     append_times,
@@ -45,7 +47,13 @@ def test_job_maintains_listed_assets_with_observations_and_run_metadata(
     orders_health = last[dg.AssetKey(["lake", "orders"])]
     assert orders_health["iceberg/data_files"].value == 1
     assert orders_health["iceberg/snapshots"].value == 1
-    assert orders_health["dagster/row_count"].value == 18
+    assert orders_health["dagster/row_count"].value == manager.count("lake.orders") == 18
+    assert orders_health["dagster/storage_kind"].value == "iceberg"
+    total_bytes = orders_health["iceberg/total_bytes"].value
+    assert total_bytes == sum(
+        os.path.getsize(f) for f in data_files_on_disk(manager.load_table("lake.orders"))
+    )
+    assert orders_health["iceberg/total_size"].value == readable_size(total_bytes)
     compaction = next(
         o.metadata
         for o in observations
@@ -60,6 +68,17 @@ def test_job_maintains_listed_assets_with_observations_and_run_metadata(
     )  # 6 appends + compaction + rewrite, 1 kept
     assert metadata["expire_snapshots/files_deleted"] > 12
     assert "lake.orders" in metadata["compact/summary"]
+    freed = metadata["expire_snapshots/bytes_freed"]
+    assert metadata["expire_snapshots/size_freed"] == readable_size(freed)
+    orders_expiry = next(
+        o.metadata
+        for o in observations
+        if o.asset_key == dg.AssetKey(["lake", "orders"])
+        and o.metadata["iceberg/maintenance_step"].value == "expire_snapshots"
+    )
+    orders_freed = orders_expiry["iceberg/expire_snapshots/bytes_freed"].value
+    assert orders_expiry["iceberg/expire_snapshots/size_freed"].value == readable_size(orders_freed)
+    assert f"({readable_size(orders_freed)}) deleted" in metadata["expire_snapshots/summary"]
     assert metadata["failed_tables"] == []
     for table, rows in rows_before.items():
         loaded = manager.load_table(table)

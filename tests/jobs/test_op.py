@@ -36,9 +36,11 @@ def test_one_failing_table_does_not_stop_the_others(resources, catalog_resource,
 
     assert not result.success
     failure = result.failure_data_for_node(maintain_op_name("maintenance")).user_failure_data
-    assert "2 table(s)" in failure.description
-    assert "lake.broken (compact:" in failure.description
-    assert "lake.missing (compact:" in failure.description
+    assert failure.description.startswith(
+        "Iceberg maintenance failed on 2 of 3 tables (lake.broken, lake.missing); "
+        "1 maintained (lake.good). lake.broken: compact: "
+    ), failure.description
+    assert "; lake.missing: compact: TableNotFoundError" in failure.description
     assert failure.metadata["failed_tables"].value == ["lake.broken", "lake.missing"]
     # The healthy table was compacted and observed all the same.
     assert len(manager.load_table("lake.good").inspect.data_files()) == 1
@@ -48,6 +50,26 @@ def test_one_failing_table_does_not_stop_the_others(resources, catalog_resource,
     good_key = dg.AssetKey(["lake", "good"])
     assert {(good_key, "compact"), (good_key, "table_health")} <= observed
     assert (dg.AssetKey(["lake", "broken"]), "table_health") in observed
+
+
+def test_a_run_whose_only_table_fails_says_so(resources, catalog_resource, instance):
+    broken = appending_asset("broken")
+    append_times(catalog_resource, [broken], 2)
+    manager = catalog_resource.get_manager()
+    os.remove(data_files_on_disk(manager.load_table("lake.broken"))[0])
+    job = build_iceberg_maintenance_job("maintenance", assets=[broken], steps=["compact"])
+
+    result = (
+        dg.Definitions(assets=[broken], jobs=[job], resources=resources)
+        .get_job_def("maintenance")
+        .execute_in_process(instance=instance, raise_on_error=False)
+    )
+
+    failure = result.failure_data_for_node(maintain_op_name("maintenance")).user_failure_data
+    assert failure.description.startswith(
+        "Iceberg maintenance failed on its only table, lake.broken: compact: "
+    ), failure.description
+    assert "the others" not in failure.description
 
 
 def test_op_composes_into_a_user_job(resources, catalog_resource, instance):
