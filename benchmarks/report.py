@@ -10,12 +10,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-SYSTEM_ORDER = ["raw_parquet", "pyiceberg", "dagster_iceberg", "floe"]
+SYSTEM_ORDER = ["raw_parquet", "pyiceberg", "dagster_iceberg", "floe", "floe_pandas"]
 LABELS = {
     "raw_parquet": "raw Parquet",
     "pyiceberg": "PyIceberg",
     "dagster_iceberg": "dagster-iceberg",
     "floe": "floe",
+    "floe_pandas": "floe (pandas)",
 }
 CASE_TITLES = {
     "sequential_writes": "1. sequential partitioned writes",
@@ -537,6 +538,7 @@ def chart(results: dict[str, Any], path: Path) -> Path:
         "pyiceberg": "#4c72b0",
         "dagster_iceberg": "#dd8452",
         "floe": "#2ca02c",
+        "floe_pandas": "#98df8a",
     }
     fig, axes = plt.subplots(1, 2, figsize=(15, 6.5))
     for ax, base_system, title in (

@@ -13,6 +13,7 @@ SYSTEMS: dict[str, str] = {
     "pyiceberg": "benchmarks.systems.pyiceberg_direct:PyIcebergDirect",
     "dagster_iceberg": "benchmarks.systems.dagster_iceberg:DagsterIceberg",
     "floe": "benchmarks.systems.floe:Floe",
+    "floe_pandas": "benchmarks.systems.floe_pandas:FloePandas",
 }
 
 
