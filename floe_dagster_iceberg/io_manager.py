@@ -59,16 +59,19 @@ _MAX_KEYS_IN_SUMMARY = 20
 
 
 class IcebergIOManager(ConfigurableIOManager):
-    """Stores assets in Iceberg tables and loads them back, for PyArrow and Polars alike.
+    """Stores assets in Iceberg tables and loads them back, whatever the frame library.
 
     Outputs: `pyarrow.Table`, `pyarrow.RecordBatchReader`, `polars.DataFrame`,
-    `polars.LazyFrame` (`None` writes nothing). Inputs: the same types, chosen by the input's
-    annotation (`pyarrow.Table` when there is none).
+    `polars.LazyFrame`, `pandas.DataFrame`, `daft.DataFrame`, `duckdb.DuckDBPyRelation`, and
+    types registered with `register_type_handler` (`None` writes nothing). Inputs: the same
+    types, chosen by the input's annotation (`pyarrow.Table` when there is none), also as
+    `X | None` and `dict[str, X]` (one per partition key).
 
     Metadata (definition or runtime): `namespace` (or `schema`), `partition_expr` (column, or
     a dict per dimension of a multi-partitioned asset), `partition_spec`, `write_mode`,
     `upsert_options`, `schema_update_mode`, `partition_spec_update_mode`,
-    `table_properties`; on inputs `columns`, `snapshot_id`, `as_of`, `ref`.
+    `table_properties`; on inputs `columns`, `snapshot_id`, `as_of`, `ref`, `incremental`,
+    `from_snapshot_id`, `to_snapshot_id`, `string_type`.
 
     Example:
 
