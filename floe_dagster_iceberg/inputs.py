@@ -204,6 +204,12 @@ def _incremental_read(
     A re-run of a consumer partition that already recorded a read repeats that read.
     """
     consumers = _consumer_asset_keys(context)
+    if not consumers:
+        raise InvalidInputError(
+            f"Input '{_input_name(context)}' of {table_name} is incremental, but the step that "
+            "loads it materializes no asset to remember the snapshots it read in; load it "
+            "from an asset, or give from_snapshot_id/to_snapshot_id instead."
+        )
     key = f"{INCREMENTAL_METADATA_PREFIX}{table_name}"
     partition = context.partition_key if context.has_partition_key else None
     previous = _recorded_read(context, consumers, key, partition)
