@@ -231,3 +231,90 @@ def test_lone_small_files_per_partition_do_not_fail_the_small_file_check(
     assert after.passed
     assert after.metadata["iceberg/small_files"].value == 21
     assert after.metadata["iceberg/compactable_small_files"].value == 0
+
+
+# ---------------------------------------------------------------------- Dagster's built-in checks
+
+DAYS = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-02-01")
+
+
+def _daily_orders(extra_column: bool = False):
+    @dg.asset(
+        name="orders",
+        key_prefix=["shop"],
+        io_manager_key="iceberg",
+        partitions_def=DAYS,
+        metadata={"partition_expr": "day"},
+    )
+    def orders(context: dg.AssetExecutionContext) -> pa.Table:
+        day = context.partition_time_window.start.date()
+        columns = {"day": pa.array([day] * 3, pa.date32()), "id": pa.array([1, 2, 3], pa.int64())}
+        if extra_column:
+            columns["amount"] = pa.array([1.5, 2.5, 3.5])
+        return pa.table(columns)
+
+    return orders
+
+
+def test_row_count_bounds_check_reads_the_whole_table(catalog_resource, instance):
+    orders = _daily_orders()
+    (bounds,) = dg.build_metadata_bounds_checks(
+        assets=[orders], metadata_key="dagster/row_count", max_value=5
+    )
+    resources = create_iceberg_resources(catalog_resource)
+    manager = catalog_resource.get_manager()
+
+    first = dg.materialize(
+        [orders, bounds], partition_key="2024-01-01", resources=resources, instance=instance
+    )
+    second = dg.materialize(
+        [orders, bounds], partition_key="2024-01-02", resources=resources, instance=instance
+    )
+
+    assert manager.count("shop.orders") == 6
+    (check,) = first.get_asset_check_evaluations()
+    assert check.passed  # 3 rows in the table
+    (check,) = second.get_asset_check_evaluations()
+    assert not check.passed  # 6 rows in the table, 3 in the partition: the table counts
+    assert f"Value `{manager.count('shop.orders')}`" in (check.description or "")
+
+
+def test_column_schema_change_check_sees_an_added_column(catalog_resource, instance):
+    resources = create_iceberg_resources(catalog_resource)
+    for extra_column in (False, True):
+        orders = _daily_orders(extra_column)
+        (schema_change,) = dg.build_column_schema_change_checks(assets=[orders])
+        result = dg.materialize(
+            [orders, schema_change],
+            partition_key="2024-01-01",
+            resources=resources,
+            instance=instance,
+        )
+    (check,) = result.get_asset_check_evaluations()
+    assert not check.passed
+    assert "Added columns: amount" in (check.description or ""), check.description
+    (materialization,) = result.asset_materializations_for_node("shop__orders")
+    columns = materialization.metadata["dagster/column_schema"].value.columns
+    assert [(c.name, c.type) for c in columns] == [
+        ("day", "date"),
+        ("id", "bigint"),
+        ("amount", "double"),
+    ]
+
+
+def test_last_update_freshness_check_reads_the_commit_time(catalog_resource, instance):
+    @dg.asset(key_prefix=["shop"], io_manager_key="iceberg")
+    def prices() -> pa.Table:
+        return pa.table({"id": pa.array([1], pa.int64())})
+
+    (freshness,) = dg.build_last_update_freshness_checks(
+        assets=[prices], lower_bound_delta=dt.timedelta(hours=1)
+    )
+    result = dg.materialize(
+        [prices, freshness], resources=create_iceberg_resources(catalog_resource), instance=instance
+    )
+
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed
+    committed = catalog_resource.get_manager().snapshots("shop.prices")[-1].timestamp_ms / 1000
+    assert check.metadata["dagster/last_updated_timestamp"].value == committed
