@@ -19,6 +19,7 @@ from floe_dagster_iceberg.checks import build_iceberg_health_checks
 from floe_dagster_iceberg.components import IcebergHealthChecksModel, IcebergMaintenanceComponent
 from floe_dagster_iceberg.engine.config import (
     ArrowStringType,
+    ChangeCapture,
     ColumnSpec,
     NullOrder,
     PartitionField,
@@ -89,6 +90,7 @@ __all__ = [
     "ArrowStringType",
     "CatalogConnectionError",
     "CatalogSetupError",
+    "ChangeCapture",
     "ColumnSpec",
     "CommitConflictError",
     "CompactionResult",

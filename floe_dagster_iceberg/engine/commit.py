@@ -342,6 +342,7 @@ def _skipped(name: str, staged: StagedWrite, attempts: int) -> WriteResult:
         rows_updated=staged.rows_updated,
         rows_inserted=staged.rows_inserted,
         rows_unchanged=staged.rows_unchanged,
+        rows_removed=staged.rows_removed,
         files_rewritten=staged.files_rewritten,
     )
 
@@ -390,6 +391,7 @@ def _result(
         rows_updated=staged.rows_updated,
         rows_inserted=staged.rows_inserted,
         rows_unchanged=staged.rows_unchanged,
+        rows_removed=staged.rows_removed,
         files_rewritten=staged.files_rewritten,
         created_table=created,
         **totals,

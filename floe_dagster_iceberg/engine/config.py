@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 __all__ = [
     "ArrowStringType",
+    "ChangeCapture",
     "ColumnSpec",
     "NullOrder",
     "PartitionField",
@@ -399,6 +400,31 @@ class RetryPolicy(_Model):
     total_timeout_seconds: float | None = Field(default=None, gt=0)
 
 
+class ChangeCapture(_Model):
+    """How an upsert applies a batch of changes (change data capture).
+
+    ``delete_column`` / ``delete_values``: input rows whose marker is one of the values delete
+    the matching row instead of writing it (``op = 'D'``). ``version_column``: a matched row is
+    changed only by a strictly newer version, so late and out-of-order batches are applied
+    correctly and replaying a batch changes nothing; within one batch the newest version of
+    each key wins. ``delete_missing``: rows of the run's slice whose key is not in the input
+    are deleted (a full sync of the slice).
+
+    Example:
+        >>> ChangeCapture(delete_column="op", version_column="lsn").delete_values
+        ('D',)
+    """
+
+    delete_column: str | None = None
+    delete_values: tuple[Any, ...] = ("D",)
+    version_column: str | None = None
+    delete_missing: bool = False
+
+    @property
+    def active(self) -> bool:
+        return bool(self.delete_column or self.version_column or self.delete_missing)
+
+
 class WriteConfig(_Model):
     """How one write is applied.
 
@@ -435,6 +461,7 @@ class WriteConfig(_Model):
     when_matched_update_all: bool = True
     when_not_matched_insert_all: bool = True
     upsert_scope: UpsertScope = UpsertScope.PARTITION
+    change_capture: ChangeCapture = Field(default_factory=ChangeCapture)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
 
     @model_validator(mode="after")
@@ -487,6 +514,11 @@ class SnapshotInfo(_Model):
 class WriteResult(_Model):
     """What one committed write did.
 
+    ``rows_added`` / ``rows_deleted`` count rows in the data files added and removed (an
+    upsert rewrites whole files); ``rows_updated``, ``rows_inserted``, ``rows_unchanged`` and
+    ``rows_removed`` (deletes of a change batch, rows missing from a full sync) count an
+    upsert's rows as the merge saw them.
+
     Example:
         >>> WriteResult(table="sales.orders", snapshot_id=None, operation=None).committed
         False
@@ -500,6 +532,7 @@ class WriteResult(_Model):
     rows_updated: int = 0
     rows_inserted: int = 0
     rows_unchanged: int = 0
+    rows_removed: int = 0
     files_added: int = 0
     files_deleted: int = 0
     files_rewritten: int = 0

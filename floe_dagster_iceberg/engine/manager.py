@@ -27,6 +27,7 @@ from floe_dagster_iceberg.engine.attempt import MetadataChanges, WrittenFiles
 from floe_dagster_iceberg.engine.commit import CommitLoop, annotate_write_span
 from floe_dagster_iceberg.engine.config import (
     ArrowStringType,
+    ChangeCapture,
     PartitionField,
     RetryPolicy,
     SchemaChange,
@@ -350,11 +351,14 @@ class IcebergTableManager:
         when_not_matched_insert_all: bool = True,
         scope: UpsertScope | BooleanExpression = UpsertScope.TABLE,
         config: WriteConfig | None = None,
+        change_capture: ChangeCapture | None = None,
     ) -> WriteResult:
         """Merge ``data`` into the table on ``join_cols`` in one commit.
 
         ``scope`` is ``UpsertScope.TABLE`` (match across the table) or an expression for the
         partition slice to match in (rows of other partitions are never touched).
+        ``change_capture`` applies ``data`` as a batch of changes: delete markers, versions,
+        full sync (see :class:`~floe_dagster_iceberg.engine.config.ChangeCapture`).
 
         Example:
             >>> import pyarrow as pa, tempfile
@@ -368,6 +372,10 @@ class IcebergTableManager:
             ... )
             >>> result.rows_updated, result.rows_inserted
             (1, 1)
+            >>> changes = pa.table({"id": [1, 3], "tier": ["a", "c"], "op": ["D", "U"]})
+            >>> cdc = ChangeCapture(delete_column="op")
+            >>> manager.upsert("crm.customers", changes, ["id"], change_capture=cdc).rows_removed
+            1
         """
         row_filter = None if isinstance(scope, UpsertScope) else scope
         config = config or WriteConfig()
@@ -382,6 +390,8 @@ class IcebergTableManager:
             if isinstance(scope, UpsertScope)
             else UpsertScope.PARTITION,
         )
+        if change_capture is not None:
+            base["change_capture"] = change_capture
         # write() fills the policy's unset fields from the manager's.
         return self.write(table, data, WriteConfig(**base, retry=config.retry))
 

@@ -59,6 +59,8 @@ from pyiceberg.types import (
     UUIDType,
 )
 
+from floe_dagster_iceberg.engine.change_capture import delete_mask, newer_versions
+from floe_dagster_iceberg.engine.config import ChangeCapture
 from floe_dagster_iceberg.engine.data_files import write_data_files
 from floe_dagster_iceberg.engine.properties import target_file_size
 from floe_dagster_iceberg.engine.schema_evolution import conform_to_schema
@@ -94,7 +96,8 @@ class UpsertOutcome:
     ``rows_unchanged`` counts input rows whose key matched a row of the target that already held
     the same values (or every matched row when ``when_matched_update_all`` is off);
     ``files_rewritten`` counts existing data files replaced, ``files_scanned`` the data files read
-    to find the keys.
+    to find the keys, ``rows_removed`` the rows a change batch deleted (delete markers, and rows
+    missing from a full sync).
 
     Example:
         >>> outcome = UpsertOutcome(rows_updated=2, rows_inserted=1, rows_unchanged=7, files_rewritten=1)
@@ -107,11 +110,12 @@ class UpsertOutcome:
     rows_unchanged: int
     files_rewritten: int
     files_scanned: int = 0
+    rows_removed: int = 0
 
     @property
     def changed(self) -> bool:
         """Whether the upsert writes anything."""
-        return self.rows_updated > 0 or self.rows_inserted > 0
+        return self.rows_updated > 0 or self.rows_inserted > 0 or self.rows_removed > 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -257,9 +261,16 @@ class _FileMatch:
     task: FileScanTask
     target_rows: pa.Array  # int64 row positions in the file
     source_rows: pa.Array  # int64 row positions in the input
-    changed: pa.Array  # bool, one per matched pair
+    changed: pa.Array  # bool, one per matched pair: the target row is replaced or deleted
+    missing_rows: pa.Array | None = None  # int64 rows of the file missing from a full sync
     table: pa.Table | None = None  # kept from the first pass when the budget allows
     n_changed: int = 0
+
+    def removed_rows(self) -> np.ndarray:
+        rows = pc.filter(self.target_rows, self.changed).to_numpy(zero_copy_only=False)
+        if self.missing_rows is not None and len(self.missing_rows):
+            rows = np.concatenate([rows, self.missing_rows.to_numpy(zero_copy_only=False)])
+        return rows
 
 
 @dataclass
@@ -294,14 +305,16 @@ def plan_upsert(
     when_matched_update_all: bool = True,
     when_not_matched_insert_all: bool = True,
     scope_filter: BooleanExpression = AlwaysTrue(),
+    change_capture: ChangeCapture | None = None,
 ) -> UpsertPlan:
     """Plan a merge of ``data`` into the table on ``join_cols`` and write its new data files.
 
     ``metadata`` is the table as the write will commit it (after its schema evolution),
     ``committed`` the table as it is. Rows whose key matches an existing row inside
     ``scope_filter`` replace it when a non-key value differs (``when_matched_update_all``);
-    other rows are inserted (``when_not_matched_insert_all``). Unchanged rows are not
-    rewritten, and when nothing changes nothing is written. Errors (bad keys, keys duplicated
+    other rows are inserted (``when_not_matched_insert_all``). ``change_capture`` adds deletes,
+    versions and full syncs (:class:`~floe_dagster_iceberg.engine.config.ChangeCapture`).
+    Unchanged rows are not rewritten, and when nothing changes nothing is written. Errors (bad keys, keys duplicated
     in the target, rows outside the scope) are raised before any file is written.
 
     Example:
@@ -337,10 +350,12 @@ def plan_upsert(
     if scope_expr is not None:
         _check_rows_in_scope(table_name, data, scope_expr, scope)
 
-    scan_filter = _and(scope, _key_predicate(data, keys, schema))
-    plan = _match_files(
-        metadata, io, data, keys, scan_filter, scope_expr, compare=when_matched_update_all
-    )
+    cdc = change_capture or ChangeCapture()
+    deletes = delete_mask(data, cdc)
+    # A full sync must see every row of the scope, not only the files holding input keys.
+    scan_filter = scope if cdc.delete_missing else _and(scope, _key_predicate(data, keys, schema))
+    merge = _Merge(data, keys, deletes, cdc, compare=when_matched_update_all)
+    plan = _match_files(metadata, io, merge, scan_filter, scope_expr)
 
     n = data.num_rows
     source_rows = (
@@ -357,16 +372,19 @@ def plan_upsert(
         if m.n_changed:
             rows = pc.filter(m.source_rows, m.changed).to_numpy(zero_copy_only=False)
             changed[rows] = True
+    updated = changed & ~deletes
     n_matched = int(matched.sum())
-    n_updated = int(changed.sum()) if when_matched_update_all else 0
-    n_inserted = n - n_matched if when_not_matched_insert_all else 0
-    rewrite = [m for m in plan.matches if m.n_changed] if when_matched_update_all else []
+    n_deleted = int((changed & deletes).sum())
+    n_missing = sum(len(m.missing_rows) for m in plan.matches if m.missing_rows is not None)
+    inserts = ~matched & ~deletes if when_not_matched_insert_all else np.zeros(n, dtype=bool)
+    rewrite = [m for m in plan.matches if m.n_changed]
     outcome = UpsertOutcome(
-        rows_updated=n_updated,
-        rows_inserted=n_inserted,
-        rows_unchanged=n_matched - n_updated,
+        rows_updated=int(updated.sum()),
+        rows_inserted=int(inserts.sum()),
+        rows_unchanged=n_matched - int(updated.sum()) - n_deleted,
         files_rewritten=len(rewrite),
         files_scanned=plan.files_scanned,
+        rows_removed=n_deleted + n_missing,
     )
     result = UpsertPlan(
         outcome, conflict_filter=scan_filter, read_files=live_paths(metadata, io, scan_filter)
@@ -374,12 +392,7 @@ def plan_upsert(
     if not outcome.changed:
         return result
 
-    write_mask = np.zeros(n, dtype=bool)
-    if when_matched_update_all:
-        write_mask |= changed
-    if when_not_matched_insert_all:
-        write_mask |= ~matched
-    new_rows = data.filter(pa.array(write_mask))
+    new_rows = data.filter(pa.array(updated | inserts))
     result.removed, result.added = _rewrite(metadata, io, arrow_schema, rewrite, new_rows)
     return result
 
@@ -482,22 +495,49 @@ def _literal_value(scalar: pa.Scalar, field_type: IcebergType) -> Any:
     return value
 
 
+@dataclass
+class _Merge:
+    """The input side of a merge: its rows, keys, which rows delete, and how rows compare."""
+
+    data: pa.Table
+    keys: list[str]
+    deletes: np.ndarray
+    cdc: ChangeCapture
+    compare: bool
+
+    def replaced(self, table: pa.Table, target_rows: pa.Array, source_rows: pa.Array) -> np.ndarray:
+        """Per matched pair, whether the change replaces or deletes the target row."""
+        source = source_rows.to_numpy(zero_copy_only=False)
+        newer = np.ones(len(source), dtype=bool)
+        version = self.cdc.version_column
+        if version is not None:
+            newer = newer_versions(
+                table.column(version).take(target_rows),
+                self.data.column(version).take(source_rows),
+            )
+        deleting = self.deletes[source]
+        value_cols = [c for c in self.data.column_names if c not in self.keys]
+        if self.compare and value_cols:
+            differs = _changed(table, self.data, value_cols, target_rows, source_rows)
+            differs = differs.to_numpy(zero_copy_only=False).astype(bool)
+        else:
+            differs = np.zeros(len(source), dtype=bool)
+        return newer & (deleting | differs)
+
+
 def _match_files(
     metadata: TableMetadata,
     io: FileIO,
-    data: pa.Table,
-    keys: list[str],
+    merge: _Merge,
     scan_filter: BooleanExpression,
     scope_expr: pc.Expression | None,
-    *,
-    compare: bool,
 ) -> _Plan:
     """Read each planned file once and join its in-scope rows with the input on the keys."""
     plan = _Plan()
     if metadata.current_snapshot() is None:
         return plan
     schema = metadata.schema()
-    arrow_schema = data.schema
+    data, keys = merge.data, merge.keys
     tasks = list(
         DataScan(
             table_metadata=metadata, io=io, row_filter=scan_filter, case_sensitive=True
@@ -506,11 +546,10 @@ def _match_files(
     source_keys = _join_keys(data.select(keys)).append_column(
         _SRC, pa.array(np.arange(data.num_rows, dtype=np.int64))
     )
-    value_cols = [name for name in data.column_names if name not in keys]
     cached_bytes = 0
     for task, table in _read_files(metadata, io, schema, tasks):
         plan.files_scanned += 1
-        table = _align(table, arrow_schema)
+        table = _align(table, data.schema)
         target = table.select(keys).append_column(
             _ROW, pa.array(np.arange(table.num_rows, dtype=np.int64))
         )
@@ -520,21 +559,27 @@ def _match_files(
         joined = _join_keys(target).join(
             source_keys, keys=keys, join_type="inner", use_threads=True
         )
-        if joined.num_rows == 0:
+        missing = _missing_rows(target, joined) if merge.cdc.delete_missing else None
+        if joined.num_rows == 0 and (missing is None or len(missing) == 0):
             continue
         target_rows = joined.column(_ROW).combine_chunks()
         source_rows = joined.column(_SRC).combine_chunks()
-        if compare and value_cols:
-            changed = _changed(table, data, value_cols, target_rows, source_rows)
-        else:
-            changed = pa.array(np.zeros(len(target_rows), dtype=bool))
-        n_changed = pc.sum(changed).as_py() or 0
-        match = _FileMatch(task, target_rows, source_rows, changed, n_changed=n_changed)
+        changed = pa.array(merge.replaced(table, target_rows, source_rows))
+        n_changed = (pc.sum(changed).as_py() or 0) + (len(missing) if missing is not None else 0)
+        match = _FileMatch(task, target_rows, source_rows, changed, missing, n_changed=n_changed)
         if n_changed and cached_bytes + table.nbytes <= _CACHE_BUDGET_BYTES:
             match.table = table
             cached_bytes += table.nbytes
         plan.matches.append(match)
     return plan
+
+
+def _missing_rows(target: pa.Table, joined: pa.Table) -> pa.Array:
+    """Rows of the file in scope whose key the input does not hold (a full sync deletes them)."""
+    present = np.zeros(target.num_rows and int(pc.max(target.column(_ROW)).as_py()) + 1, bool)
+    present[joined.column(_ROW).to_numpy()] = True
+    in_scope = target.column(_ROW).to_numpy()
+    return pa.array(in_scope[~present[in_scope]], pa.int64())
 
 
 def _read_files(
@@ -642,7 +687,7 @@ def _rewrite(
                 next(_read_files(metadata, io, metadata.schema(), [match.task]))[1], arrow_schema
             )
         remove = np.zeros(table.num_rows, dtype=bool)
-        remove[pc.filter(match.target_rows, match.changed).to_numpy(zero_copy_only=False)] = True
+        remove[match.removed_rows()] = True
         kept = table.filter(pa.array(~remove))
         match.table = None
         removed.append(match.task.file)

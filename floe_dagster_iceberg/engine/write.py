@@ -81,6 +81,7 @@ class StagedWrite:
     rows_updated: int = 0
     rows_inserted: int = 0
     rows_unchanged: int = 0
+    rows_removed: int = 0
     files_rewritten: int = 0
     already_committed: Snapshot | None = None
     commit: PendingCommit | None = None
@@ -110,10 +111,12 @@ def stage_write(
             IDEMPOTENCY_PROPERTY: config.idempotency_key,
         }
     if config.mode is WriteMode.UPSERT:
+        from floe_dagster_iceberg.engine.change_capture import latest_changes
         from floe_dagster_iceberg.engine.upsert import validate_upsert_input
 
         # Key problems get the upsert's own message before any schema planning.
-        validate_upsert_input(name, metadata.schema(), stream.table(), config.join_cols)
+        latest = latest_changes(name, stream.table(), config.join_cols, config.change_capture)
+        validate_upsert_input(name, metadata.schema(), latest, config.join_cols)
     schema_plan = plan_schema_update(
         name, metadata.schema(), stream.schema, config.schema_update_mode
     )
@@ -209,10 +212,12 @@ def stage_upsert(
     snapshot_properties: dict[str, str],
     files: WrittenFiles,
 ) -> StagedWrite:
+    from floe_dagster_iceberg.engine.change_capture import latest_changes
     from floe_dagster_iceberg.engine.upsert import plan_upsert, validate_upsert_input
 
     planned = changes.metadata
     schema = planned.schema()
+    data = latest_changes(name, data, config.join_cols, config.change_capture)
     validate_upsert_input(name, schema, data, config.join_cols)
     conformed = conform_to_schema(name, data, schema)
     check_partition_values(name, conformed, planned)
@@ -237,6 +242,7 @@ def stage_upsert(
             when_matched_update_all=config.when_matched_update_all,
             when_not_matched_insert_all=config.when_not_matched_insert_all,
             scope_filter=scope_filter,
+            change_capture=config.change_capture,
         )
         files.upsert = plan
         files.track(plan.added)
@@ -244,6 +250,7 @@ def stage_upsert(
     staged.rows_updated = outcome.rows_updated
     staged.rows_inserted = outcome.rows_inserted
     staged.rows_unchanged = outcome.rows_unchanged
+    staged.rows_removed = outcome.rows_removed
     staged.files_rewritten = outcome.files_rewritten
     if outcome.changed:
         change = FileChange(
