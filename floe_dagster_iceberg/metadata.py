@@ -72,7 +72,8 @@ def output_metadata(
     """The metadata of one write: rows, schema, table identity, time and what the commit did.
 
     ``table_rows`` are the rows of the whole table after the write, ``slice_rows`` the rows of
-    the run's partition slice (``None`` when the asset is not partitioned).
+    the run's partition slice (``None`` when the asset is not partitioned). Byte counts come
+    with a readable size (``iceberg/bytes_added`` and ``iceberg/size_added``).
     """
     metadata: dict[str, Any] = {
         "dagster/row_count": MetadataValue.int(table_rows),
@@ -88,7 +89,9 @@ def output_metadata(
         "iceberg/files_added": MetadataValue.int(result.files_added),
         "iceberg/files_deleted": MetadataValue.int(result.files_deleted),
         "iceberg/bytes_added": MetadataValue.int(result.bytes_added),
+        "iceberg/size_added": MetadataValue.text(readable_size(result.bytes_added)),
         "iceberg/bytes_deleted": MetadataValue.int(result.bytes_deleted),
+        "iceberg/size_deleted": MetadataValue.text(readable_size(result.bytes_deleted)),
         "iceberg/commit_attempts": MetadataValue.int(result.commit_attempts),
     }
     if partition_slice is not None and slice_rows is not None:

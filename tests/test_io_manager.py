@@ -20,6 +20,7 @@ from floe_dagster_iceberg import (
     SchemaEvolutionError,
     create_iceberg_resources,
 )
+from floe_dagster_iceberg.metadata import readable_size
 
 UTC = dt.UTC
 
@@ -109,6 +110,7 @@ def test_daily_partitions_overwrite_exactly_their_slice(resources, instance, man
     assert metadata["dagster/table_name"] == "floe.lake.events"
     assert metadata["dagster/uri"].endswith("lake/events")
     assert metadata["iceberg/rows_deleted"] == 4
+    assert metadata["iceberg/size_added"] == readable_size(metadata["iceberg/bytes_added"])
     assert metadata["iceberg/operation"] == "overwrite"
     assert [c.name for c in metadata["dagster/column_schema"].columns] == ["ts", "tag"]
     assert [f.notation for f in manager.partition_fields("lake.events")] == ["day"]
