@@ -1,7 +1,25 @@
 """Typed catalog and storage configs: embedded (the default), SQL, REST and any other catalog.
 
 Each config turns into PyIceberg catalog properties; secrets come through ``dagster.EnvVar`` and
-are hidden in ``repr``.
+are hidden in ``repr``. The class docstrings are what the Dagster UI shows for the resource's
+config: plain markdown, no doctest.
+
+Example:
+    >>> EmbeddedCatalogConfig().type
+    'embedded'
+    >>> SqlCatalogConfig(
+    ...     uri="postgresql+psycopg2://user:pw@db:5432/iceberg",
+    ...     warehouse="s3://lake/warehouse",
+    ... ).type
+    'sql'
+    >>> RestCatalogConfig(uri="https://polaris.example.com/api/catalog", warehouse="lake").type
+    'rest'
+    >>> CustomCatalogConfig(properties={"type": "glue", "glue.region": "eu-west-1"}).type
+    'custom'
+    >>> S3StorageConfig(endpoint="http://127.0.0.1:8333", region="us-east-1").to_properties()[
+    ...     "s3.endpoint"
+    ... ]
+    'http://127.0.0.1:8333'
 """
 
 from __future__ import annotations
@@ -37,15 +55,7 @@ def default_home() -> Path:
 
 
 class SqlCatalogConfig(RedactedRepr, Config):
-    """A PyIceberg SQL catalog (SQLite or PostgreSQL) and its warehouse.
-
-    Example:
-        >>> SqlCatalogConfig(
-        ...     uri="postgresql+psycopg2://user:pw@db:5432/iceberg",
-        ...     warehouse="s3://lake/warehouse",
-        ... ).type
-        'sql'
-    """
+    """A PyIceberg SQL catalog (SQLite or PostgreSQL) and its warehouse."""
 
     type: Literal["sql"] = "sql"
     uri: str = Field(
@@ -60,15 +70,9 @@ class SqlCatalogConfig(RedactedRepr, Config):
 
 
 class RestCatalogConfig(RedactedRepr, Config):
-    """An Iceberg REST catalog (Polaris, Lakekeeper, Nessie, Gravitino, SeaweedFS, ...).
-
-    Give ``credential`` (``client_id:client_secret`` for OAuth2) or ``token``, best through
-    ``dagster.EnvVar`` so the secret never lands in code or config files.
-
-    Example:
-        >>> RestCatalogConfig(uri="https://polaris.example.com/api/catalog", warehouse="lake").type
-        'rest'
-    """
+    """An Iceberg REST catalog (Polaris, Lakekeeper, Nessie, Gravitino, SeaweedFS, ...): give
+    `credential` (`client_id:client_secret` for OAuth2) or `token`, best through
+    `dagster.EnvVar` so the secret never lands in code or config files."""
 
     type: Literal["rest"] = "rest"
     uri: str = Field(description="Base URI of the REST catalog")
@@ -98,12 +102,7 @@ class RestCatalogConfig(RedactedRepr, Config):
 
 
 class CustomCatalogConfig(RedactedRepr, Config):
-    """Any other PyIceberg catalog (glue, hive, dynamodb, ...) given by its own properties.
-
-    Example:
-        >>> CustomCatalogConfig(properties={"type": "glue", "glue.region": "eu-west-1"}).type
-        'custom'
-    """
+    """Any other PyIceberg catalog (glue, hive, dynamodb, ...) given by its own properties."""
 
     type: Literal["custom"] = "custom"
     properties: dict[str, str] = Field(
@@ -138,12 +137,7 @@ class FileIOImplementation(str, Enum):
 
 
 class S3StorageConfig(RedactedRepr, Config):
-    """S3-compatible object storage for the FileIO (AWS S3, SeaweedFS, MinIO, Ceph, R2, ...).
-
-    Example:
-        >>> S3StorageConfig(endpoint="http://127.0.0.1:8333", region="us-east-1").to_properties()["s3.endpoint"]
-        'http://127.0.0.1:8333'
-    """
+    """S3-compatible object storage for the FileIO (AWS S3, SeaweedFS, MinIO, Ceph, R2, ...)."""
 
     endpoint: str | None = Field(default=None, description="Endpoint URL; omit for AWS S3")
     region: str | None = Field(default=None, description="Region, e.g. us-east-1")
@@ -167,12 +161,7 @@ class S3StorageConfig(RedactedRepr, Config):
 
 
 class EmbeddedCatalogConfig(RedactedRepr, Config):
-    """The zero-config default: SQLite catalog and local warehouse under ``$FLOE_ICEBERG_HOME``.
-
-    Example:
-        >>> EmbeddedCatalogConfig().type
-        'embedded'
-    """
+    """The zero-config default: SQLite catalog and local warehouse under `$FLOE_ICEBERG_HOME`."""
 
     type: Literal["embedded"] = "embedded"
     home: str | None = Field(

@@ -63,7 +63,30 @@ def _ui_descriptions(defs: dg.Definitions) -> dict[str, str]:
         for spec in checks.check_specs:
             shown[f"check {spec.name}"] = spec.description
     shown["component"] = IcebergMaintenanceComponent.get_description()
+    for key, resource in repository.get_top_level_resources().items():
+        shown.update(_config_descriptions(resource.config_schema.config_type, f"config {key}"))
+    for job in repository.get_all_jobs():
+        for node in job.graph.node_defs:
+            if node.config_schema:
+                where = f"config {node.name}"
+                shown.update(_config_descriptions(node.config_schema.config_type, where))
     return {where: text for where, text in shown.items() if text}
+
+
+def _config_descriptions(config_type, where: str) -> dict[str, str | None]:
+    """The descriptions of every config field (nested ones too) the launchpad shows."""
+    found: dict[str, str | None] = {}
+    for name, field in (getattr(config_type, "fields", None) or {}).items():
+        found[f"{where}.{name}"] = field.description
+        found.update(_config_descriptions(field.config_type, f"{where}.{name}"))
+    inner = [
+        getattr(config_type, "inner_type", None),
+        *(getattr(config_type, "type_params", None) or []),
+    ]
+    for nested in inner:
+        if nested is not None:
+            found.update(_config_descriptions(nested, where))
+    return found
 
 
 def test_ui_descriptions_are_plain_markdown_without_doctests(resources):
@@ -80,10 +103,12 @@ def test_ui_descriptions_are_plain_markdown_without_doctests(resources):
     )
     descriptions = _ui_descriptions(defs)
     assert {"resource iceberg", "resource iceberg_catalog", "component"} <= set(descriptions)
+    assert "config iceberg_catalog.catalog.rest" in descriptions
     for where, text in descriptions.items():
         prose = re.sub(r"```.*?```", "", text, flags=re.DOTALL)  # fenced examples are markdown
         assert "``" not in prose, f"{where}: {text}"
-        assert not re.search(r"^    ", prose, flags=re.MULTILINE), f"{where}: indented: {text}"
+        # After a blank line, an indented line is a code block in markdown.
+        assert not re.search(r"\n[ \t]*\n {4}", prose), f"{where}: indented: {text}"
         assert ">>>" not in text, f"{where}: {text}"
         assert ":func:" not in text, f"{where}: {text}"
         assert ":class:" not in text, f"{where}: {text}"
