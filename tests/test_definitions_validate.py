@@ -24,6 +24,7 @@ from floe_dagster_iceberg import (
     EmbeddedCatalogConfig,
     IcebergCatalogResource,
     IcebergIOManager,
+    InvalidInputError,
     validate_iceberg_definitions,
 )
 
@@ -284,3 +285,39 @@ def test_iceberg_assets_are_labelled_for_the_ui_and_others_are_left_alone(tmp_pa
     assert "dagster/storage_kind" not in specs["elsewhere"].tags
     assert "dagster/table_name" not in specs["elsewhere"].metadata
     dg.Definitions.validate_loadable(defs)
+
+
+def test_multi_partitions_spec_and_names_are_checked_when_definitions_load(tmp_path: Path) -> None:
+    regions = dg.StaticPartitionsDefinition(["eu", "us"])
+    multi = dg.MultiPartitionsDefinition(
+        {"date": dg.DailyPartitionsDefinition("2024-01-01"), "region": regions}
+    )
+
+    @dg.asset(io_manager_key="iceberg", partitions_def=multi, metadata={"partition_expr": "ts"})
+    def facts() -> None: ...
+
+    @dg.asset(io_manager_key="iceberg", metadata={"partition_spec": {"ts": "fortnight"}})
+    def spec() -> None: ...
+
+    @dg.asset(io_manager_key="iceberg", metadata={"namespace": "a/b"})
+    def escaping() -> None: ...
+
+    catalog = IcebergCatalogResource(catalog=EmbeddedCatalogConfig(home=str(tmp_path)))
+    with pytest.raises(InvalidInputError) as refused:
+        validate_iceberg_definitions(
+            dg.Definitions(
+                assets=[facts, spec, escaping],
+                resources={"iceberg": IcebergIOManager(catalog=catalog)},
+            )
+        )
+    message = str(refused.value)
+    assert message.startswith("Iceberg IO manager metadata is invalid for 3 asset(s):\n")
+    assert (
+        "- Asset facts is multi-partitioned over ['date', 'region'], but partition_expr is 'ts'; "
+        'map each dimension to its column: metadata={"partition_expr": '
+        '{"date": "<column>", "region": "<column>"}}.'
+    ) in message
+    assert "- Asset spec: invalid partition_spec metadata:" in message
+    assert "fortnight" in message
+    assert "- Asset escaping: " in message
+    assert not (tmp_path / "catalog.db").exists()  # nothing was created
