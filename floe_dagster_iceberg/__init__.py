@@ -2,8 +2,10 @@
 
 Example:
     >>> import dagster as dg
-    >>> from floe_dagster_iceberg import create_iceberg_resources
-    >>> defs = dg.Definitions(assets=[], resources=create_iceberg_resources())
+    >>> from floe_dagster_iceberg import create_iceberg_resources, validate_iceberg_definitions
+    >>> defs = validate_iceberg_definitions(
+    ...     dg.Definitions(assets=[], resources=create_iceberg_resources())
+    ... )
 """
 
 from floe_dagster_iceberg.catalog_config import (

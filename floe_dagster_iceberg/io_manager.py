@@ -238,11 +238,17 @@ def create_iceberg_resources(
 ) -> dict[str, Any]:
     """The resources a project needs: the IO manager under ``"iceberg"`` and the catalog.
 
+    Wrap the project's definitions in
+    :func:`~floe_dagster_iceberg.validation.validate_iceberg_definitions` so that a mistake in
+    an asset's Iceberg metadata fails when the definitions load, not in a run.
+
     Example:
         >>> import dagster as dg
+        >>> from floe_dagster_iceberg import validate_iceberg_definitions
         >>> resources = create_iceberg_resources()
         >>> sorted(resources)
         ['iceberg', 'iceberg_catalog']
+        >>> defs = validate_iceberg_definitions(dg.Definitions(assets=[], resources=resources))
     """
     catalog = catalog or IcebergCatalogResource()
     io_manager = IcebergIOManager(
