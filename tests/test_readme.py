@@ -9,7 +9,8 @@ Blocks fenced as ``bash``, ``sh``, ``shell``, ``console`` or ``python`` in ``REA
 - the shell blocks of one README in document order, with bash (``set -euo pipefail``), in a
   copy of the repository (its project files, the ``.venv`` linked) with the venv's ``bin``
   first on ``PATH``, so ``python3 tasks.py demo`` and the commands after it run as a new user
-  runs them after a fresh clone, without touching this checkout's demo state.
+  runs them after a fresh clone, without touching this checkout's demo state. README.md's run
+  in the clone the demo tests share (``infra.demo``): one demo run serves both.
 
 A block that cannot run here is marked, visibly in the README source, by the line directly
 before its opening fence being exactly ``<!-- readme-test: fragment (REASON) -->``. A failing
@@ -18,27 +19,29 @@ block names its file and line.
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from infra.demo import DemoTwice, demo_twice
+from infra.readme import (
+    EXAMPLE_README,
+    README,
+    REPO_ROOT,
+    SHELL,
+    Block,
+    copy_repository,
+    extract_blocks,
+    failure_message,
+    marker_problems,
+    run_shell_blocks,
+    tail,
+)
+from infra.readme import clean_env as _clean_env
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-READMES = [REPO_ROOT / "README.md", REPO_ROOT / "example_project" / "README.md"]
-SHELL = {"bash", "sh", "shell", "console"}
-RUNNABLE = SHELL | {"python"}
-FENCE = re.compile(r"^```\s*([\w+-]*)\s*$")
-MARKER = re.compile(r"^<!-- readme-test: fragment \((?P<reason>.+)\) -->$")
+READMES = [README, EXAMPLE_README]
 BLOCK_TIMEOUT = 600
-# The project files a user's clone has and the shell blocks use (the package itself is
-# imported from the installed, editable checkout).
-COPIED = ["README.md", "tasks.py", "pyproject.toml", "workspace.yaml", "dagster_cloud.yaml"]
-NOT_COPIED = shutil.ignore_patterns(".floe", ".dagster_home", "__pycache__", "*.egg-info")
 
 # A Python block runs through this wrapper: as __main__, then its module-level Definitions are
 # checked the way a code location loads them (one per module, loadable).
@@ -54,106 +57,12 @@ if "dagster" in sys.modules:
         dg.Definitions.validate_loadable(namespace[name])
 """
 
-
-@dataclass(frozen=True)
-class Block:
-    """A fenced code block of a README: where it starts, its language, code and marker."""
-
-    path: Path
-    line: int
-    language: str
-    code: str
-    fragment: str | None
-
-    @property
-    def where(self) -> str:
-        """``README.md:42``: the file (relative to the repository) and the fence's line."""
-        return f"{self.path.relative_to(REPO_ROOT)}:{self.line}"
-
-
-def extract_blocks(path: Path) -> list[Block]:
-    """Every fenced block of a runnable language in ``path``, with its fragment marker.
-
-    Example:
-        >>> blocks = extract_blocks(REPO_ROOT / "README.md")
-        >>> {"python", "bash"} <= {block.language for block in blocks}
-        True
-    """
-    lines = path.read_text().splitlines()
-    blocks: list[Block] = []
-    index = 0
-    while index < len(lines):
-        opening = FENCE.match(lines[index])
-        if not opening:
-            index += 1
-            continue
-        end = next(i for i in range(index + 1, len(lines)) if lines[i].startswith("```"))
-        language = opening.group(1).lower()
-        if language in RUNNABLE:
-            marker = MARKER.match(lines[index - 1]) if index else None
-            code = "\n".join(lines[index + 1 : end]) + "\n"
-            reason = marker.group("reason") if marker else None
-            blocks.append(Block(path, index + 1, language, code, reason))
-        index = end + 1
-    return blocks
-
-
-def marker_problems(path: Path) -> list[str]:
-    """Markers that are malformed, give no real reason, or mark no runnable block.
-
-    Example:
-        >>> marker_problems(REPO_ROOT / "README.md")
-        []
-    """
-    lines = path.read_text().splitlines()
-    problems = []
-    for number, line in enumerate(lines, start=1):
-        if "readme-test" not in line:
-            continue
-        where = f"{path.relative_to(REPO_ROOT)}:{number}"
-        marker = MARKER.match(line)
-        following = FENCE.match(lines[number]) if number < len(lines) else None
-        if not marker:
-            problems.append(f"{where}: write the marker as <!-- readme-test: fragment (REASON) -->")
-        elif len(marker.group("reason").split()) < 3:
-            problems.append(f"{where}: say why the block cannot run, in a few words")
-        elif not following or following.group(1).lower() not in RUNNABLE:
-            problems.append(f"{where}: the marker must be the line directly before a code fence")
-    return problems
-
-
-def _clean_env(**extra: str) -> dict[str, str]:
-    """This environment without FLOE_/DAGSTER_ settings, the venv's bin first on PATH."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOE_", "DAGSTER_"))}
-    env.pop("VIRTUAL_ENV", None)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(extra)
-    return env
-
-
-def _shell_code(block: Block) -> str:
-    """The commands of a shell block; a ``console`` block's are its ``$ `` lines."""
-    if block.language != "console":
-        return block.code
-    return "\n".join(line[2:] for line in block.code.splitlines() if line.startswith("$ ")) + "\n"
-
-
-def _tail(text: str, lines: int = 60) -> str:
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _copy_repository(target: Path) -> Path:
-    """A user's clone: the project files, the example project, and this checkout's venv."""
-    target.mkdir()
-    for name in COPIED:
-        shutil.copy2(REPO_ROOT / name, target / name)
-    shutil.copytree(REPO_ROOT / "example_project", target / "example_project", ignore=NOT_COPIED)
-    (target / ".venv").symlink_to(REPO_ROOT / ".venv", target_is_directory=True)
-    return target
-
-
 ALL_BLOCKS = [block for path in READMES for block in extract_blocks(path)]
 PYTHON_BLOCKS = [b for b in ALL_BLOCKS if b.language == "python" and not b.fragment]
+
+
+def _unmarked_shell_blocks(path: Path) -> list[Block]:
+    return [b for b in ALL_BLOCKS if b.path == path and b.language in SHELL and not b.fragment]
 
 
 def test_every_readme_has_runnable_blocks_and_well_formed_markers() -> None:
@@ -185,41 +94,47 @@ def test_python_block_runs(block: Block, tmp_path: Path) -> None:
     assert completed.returncode == 0, (
         f"{block.where}: the Python block failed (exit code {completed.returncode}); mark it "
         f"<!-- readme-test: fragment (REASON) --> if it cannot run here\n"
-        f"{_tail(completed.stdout + completed.stderr)}"
+        f"{tail(completed.stdout + completed.stderr)}"
     )
 
 
+@pytest.fixture(scope="session")
+def readme_clone(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> DemoTwice:
+    """A fresh clone in which README.md's shell blocks ran (shared with the demo tests)."""
+    return demo_twice(tmp_path_factory, worker_id)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("readme", READMES, ids=[str(p.relative_to(REPO_ROOT)) for p in READMES])
-def test_shell_blocks_run_in_a_fresh_clone(readme: Path, tmp_path: Path) -> None:
-    blocks = [b for b in ALL_BLOCKS if b.path == readme and b.language in SHELL]
-    clone = _copy_repository(tmp_path / "clone")
-    env = _clean_env()
-    for block in blocks:
-        if block.fragment:
-            continue
-        completed = subprocess.run(
-            ["bash", "-c", "set -euo pipefail\n" + _shell_code(block)],
-            cwd=clone,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=BLOCK_TIMEOUT,
-            check=False,
-        )
-        assert completed.returncode == 0, (
-            f"{block.where}: the shell block failed (exit code {completed.returncode}) in a "
-            f"fresh clone; mark it <!-- readme-test: fragment (REASON) --> if it cannot run "
-            f"here\n$ {block.code}{_tail(completed.stdout + completed.stderr)}"
-        )
-    # The commands kept to the clone: the venv still imports the package from this checkout.
+def test_readme_shell_blocks_run_in_a_fresh_clone(readme_clone: DemoTwice) -> None:
+    """``python3 tasks.py demo`` and the commands after it, in order, in one fresh clone."""
+    for result in readme_clone.readme:
+        assert result.returncode == 0, failure_message(result)
+    assert [r.where for r in readme_clone.readme] == [
+        b.where for b in _unmarked_shell_blocks(README)
+    ]
+    _assert_package_still_imported_from_here(readme_clone.clone)
+
+
+@pytest.mark.slow
+def test_example_readme_shell_blocks_run_in_a_fresh_clone(tmp_path: Path) -> None:
+    clone = copy_repository(tmp_path / "clone")
+    results = run_shell_blocks(EXAMPLE_README, clone)
+    for result in results:
+        assert result.returncode == 0, failure_message(result)
+    assert [r.where for r in results] == [b.where for b in _unmarked_shell_blocks(EXAMPLE_README)]
+    _assert_package_still_imported_from_here(tmp_path)
+
+
+def _assert_package_still_imported_from_here(cwd: Path) -> None:
+    """The commands kept to the clone: the venv imports the package from where it did before."""
+    import floe_dagster_iceberg
+
     where = subprocess.run(
         [sys.executable, "-c", "import floe_dagster_iceberg as f; print(f.__file__)"],
-        cwd=tmp_path,
-        env=env,
+        cwd=cwd,
+        env=_clean_env(),
         capture_output=True,
         text=True,
         check=True,
     ).stdout.strip()
-    assert Path(where).resolve().is_relative_to(REPO_ROOT), where
+    assert Path(where).resolve() == Path(floe_dagster_iceberg.__file__).resolve(), where

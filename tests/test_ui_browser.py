@@ -1,10 +1,14 @@
 """The Dagster UI as a new user meets it after the demo, in a real headless Chromium.
 
-The demo runs (twice in a row, shared with ``test_example_project.py``), then
-``dagster-webserver -w workspace.yaml`` serves its Dagster instance and Iceberg home on a free
-loopback port, and Playwright opens the asset page of a partitioned demo asset. The page must
-show the row count of the Iceberg table as a whole (read with the package's table manager) and
-the table's columns.
+In a fresh clone the README's commands run, then the demo again (``infra.demo``, shared with
+``test_example_project.py`` and ``test_readme.py``). One ``dagster-webserver -w workspace.yaml``
+for this module serves the demo's Dagster instance and Iceberg home on a free loopback port, and
+Playwright opens
+
+- the asset page of a partitioned demo asset: it shows the row count of the Iceberg table as a
+  whole (read with the package's table manager) and the table's columns;
+- the Backfills tab, the demo's backfill and one of its runs: the backfill is listed, its runs
+  belong to the ``daily_events`` job and can be re-executed.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pytest
 from infra.browser import chromium_page, ensure_chromium
 from infra.dagster_dev import DagsterDev, DagsterDevError
@@ -33,17 +38,20 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> DemoTwice:
-    """The demo run twice in a row (shared with the other tests that need it)."""
+    """A fresh clone: the README's demo and commands, then the demo again (shared)."""
     state = demo_twice(tmp_path_factory, worker_id)
     state.require_success()
     return state
 
 
-@pytest.fixture
-def webserver(demo: DemoTwice, tmp_path: Path) -> Iterator[DagsterDev]:
-    """``dagster-webserver`` on the demo's instance and tables, stopped at the end."""
+@pytest.fixture(scope="module")
+def webserver(demo: DemoTwice, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev]:
+    """``dagster-webserver`` on the demo's instance and tables, stopped after the module."""
     server = DagsterDev(
-        tmp_path, dagster_home=demo.dagster_home, iceberg_home=demo.iceberg_home, daemon=False
+        tmp_path_factory.mktemp("webserver"),
+        dagster_home=demo.dagster_home,
+        iceberg_home=demo.iceberg_home,
+        daemon=False,
     )
     try:
         try:
@@ -55,7 +63,7 @@ def webserver(demo: DemoTwice, tmp_path: Path) -> Iterator[DagsterDev]:
         server.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def chromium(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
     return ensure_chromium(shared_directory(tmp_path_factory, worker_id))
 
@@ -100,3 +108,38 @@ def test_asset_page_shows_the_tables_row_count_and_columns(
         )
         shown_columns = _wait(lambda: _columns_shown(page), "the asset page's columns", page)
         assert shown_columns == columns
+
+
+def _backfill_and_runs(demo: DemoTwice) -> tuple[str, list[Any]]:
+    """The demo's one backfill and its runs, from its Dagster instance."""
+    with dg.DagsterInstance.from_config(str(demo.dagster_home)) as instance:
+        (backfill,) = instance.get_backfills()
+        records = instance.get_run_records(
+            dg.RunsFilter(tags={"dagster/backfill": backfill.backfill_id})
+        )
+    return backfill.backfill_id, [record.dagster_run for record in records]
+
+
+def _text_shown(page: Any, *texts: str) -> bool:
+    body = page.inner_text("body")
+    return all(text in body for text in texts)
+
+
+def test_demo_backfill_is_listed_and_its_runs_can_be_re_executed(
+    demo: DemoTwice, webserver: DagsterDev, chromium: Path
+) -> None:
+    backfill_id, runs = _backfill_and_runs(demo)
+    run = runs[0]
+    with chromium_page(chromium) as page:
+        page.goto(f"{webserver.base_url}/runs?view=backfills")
+        listed = page.locator(f'a[href="/runs/b/{backfill_id}"]')
+        _wait(lambda: listed.count() > 0, f"backfill {backfill_id} in the Backfills tab", page)
+
+        page.goto(f"{webserver.base_url}/runs/b/{backfill_id}")
+        expected = ("daily_events", f"{len(runs)} partitions", "Completed")
+        _wait(lambda: _text_shown(page, *expected), f"the backfill page showing {expected}", page)
+
+        page.goto(f"{webserver.base_url}/runs/{run.run_id}")
+        _wait(lambda: _text_shown(page, "Run of", "daily_events"), "the run's job", page)
+        reexecute = page.get_by_role("button", name=re.compile(r"^Re-execute all"))
+        _wait(lambda: reexecute.count() > 0 and reexecute.first.is_enabled(), "Re-execute", page)

@@ -1,62 +1,75 @@
-"""The demo (``python -m example_project.demo``) run twice in a row, once per test session.
+"""A fresh clone after the README's commands and the demo run again: one per test session.
 
-Several tests look at what the demo leaves behind: its report, its Dagster instance, its
-Iceberg tables, the UI on them. They share one pair of demo runs, made by the first test that
-asks, also across pytest-xdist workers: a file lock guards a directory all workers see, and a
-JSON file there records both runs (exit codes and output) for the others. A demo run that
-fails is recorded too, so every test that needs it fails with its output, none runs it again.
+The first test that asks makes a copy of the repository (``infra.readme``) and in it
+
+1. runs the shell blocks of ``README.md`` in order, as a new user does: ``python3 tasks.py
+   demo``, then the commands that materialize one partition and a range of partitions into the
+   demo's Dagster instance;
+2. runs ``python3 tasks.py demo`` a second time, which rebuilds the tables and the run history.
+
+Several tests look at the result (the README's blocks, the re-run's report, its Dagster
+instance and Iceberg tables, the UI on them) and share it, also across pytest-xdist workers:
+a file lock guards a directory all workers see, and a JSON file there records what ran. A
+failure is recorded too, so every test that needs the state fails with it and none runs it
+again.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pytest
 from filelock import FileLock
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEMO_TIMEOUT = 400
+from infra.readme import (
+    README,
+    BlockResult,
+    copy_repository,
+    failure_message,
+    run_shell,
+    run_shell_blocks,
+)
 
-
-@dataclass(frozen=True)
-class DemoRun:
-    """One run of the demo: its exit code, its output and how long it took."""
-
-    returncode: int
-    output: str
-    seconds: float
+DEMO_COMMAND = "python3 tasks.py demo"
+REPORTED_RUNS = re.compile(r"Done in [0-9.]+ s: (\d+) Dagster runs")
 
 
 @dataclass(frozen=True)
 class DemoTwice:
-    """Two demo runs in a row on the same homes; the state is the second run's."""
+    """The clone after the README's shell blocks and a second demo run."""
 
-    root: Path
-    first: DemoRun
-    second: DemoRun
+    clone: Path
+    readme: list[BlockResult]
+    rerun: BlockResult | None
+    seconds: float
 
     @property
     def dagster_home(self) -> Path:
-        return self.root / "dagster_home"
+        """The demo's Dagster instance (the README's commands use the same)."""
+        return self.clone / ".dagster_home"
 
     @property
     def iceberg_home(self) -> Path:
-        return self.root / "iceberg"
+        """The example's embedded catalog and warehouse."""
+        return self.clone / "example_project" / ".floe"
 
     def require_success(self) -> None:
-        """Fail the calling test (not skip) unless both runs succeeded."""
-        for name, run in (("first", self.first), ("second", self.second)):
-            if run.returncode != 0:
-                pytest.fail(
-                    f"the {name} demo run exited with code {run.returncode}:\n{run.output}",
-                    pytrace=False,
-                )
+        """Fail the calling test (not skip) unless every block and the re-run succeeded."""
+        for result in self.readme:
+            if result.returncode != 0:
+                pytest.fail(failure_message(result), pytrace=False)
+        if self.rerun is None or self.rerun.returncode != 0:
+            output = self.rerun.output if self.rerun else "the README's blocks did not finish"
+            pytest.fail(f"the second `{DEMO_COMMAND}` failed:\n{output}", pytrace=False)
+
+    def reported_runs(self) -> list[int]:
+        """The runs each demo run says it made, first run first ("... s: 20 Dagster runs")."""
+        outputs = [r.output for r in self.readme] + [self.rerun.output if self.rerun else ""]
+        return [int(m.group(1)) for out in outputs for m in REPORTED_RUNS.finditer(out)]
 
 
 def shared_directory(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
@@ -70,48 +83,28 @@ def shared_directory(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -
     return base if worker_id == "master" else base.parent
 
 
-def run_demo(root: Path) -> DemoRun:
-    """``python -m example_project.demo`` from the repository root with homes under ``root``.
-
-    Example:
-        >>> run_demo(tmp_path).returncode  # doctest: +SKIP
-        0
-    """
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOE_", "DAGSTER_"))}
-    env.update(FLOE_ICEBERG_HOME=str(root / "iceberg"), DAGSTER_HOME=str(root / "dagster_home"))
-    started = time.monotonic()
-    try:
-        completed = subprocess.run(
-            [sys.executable, "-m", "example_project.demo"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=DEMO_TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as error:
-        output = (error.stdout or b"").decode() if isinstance(error.stdout, bytes) else error.stdout
-        return DemoRun(-1, f"timed out after {DEMO_TIMEOUT} s\n{output or ''}", DEMO_TIMEOUT)
-    output = completed.stdout + completed.stderr
-    return DemoRun(completed.returncode, output, time.monotonic() - started)
-
-
 def demo_twice(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> DemoTwice:
-    """The demo run twice in a row, once per session, shared by every test and worker.
+    """The README's commands then the demo again in a fresh clone, once per session.
 
     Example:
         >>> state = demo_twice(tmp_path_factory, worker_id)  # doctest: +SKIP
         >>> state.require_success(); state.dagster_home  # doctest: +SKIP
     """
-    root = shared_directory(tmp_path_factory, worker_id) / "demo-twice"
-    record = root / "runs.json"
+    root = shared_directory(tmp_path_factory, worker_id) / "readme-demo"
+    record = root / "record.json"
     with FileLock(str(root) + ".lock"):
         if not record.exists():
-            root.mkdir(exist_ok=True)
-            first = run_demo(root)
-            second = run_demo(root) if first.returncode == 0 else DemoRun(-1, "not run", 0.0)
-            record.write_text(json.dumps({"first": vars(first), "second": vars(second)}))
-    runs = json.loads(record.read_text())
-    return DemoTwice(root, DemoRun(**runs["first"]), DemoRun(**runs["second"]))
+            started = time.monotonic()
+            clone = copy_repository(root / "clone")
+            readme = run_shell_blocks(README, clone)
+            ok = all(r.returncode == 0 for r in readme)
+            rerun = run_shell(DEMO_COMMAND, "the second demo run", clone) if ok else None
+            state = DemoTwice(clone, readme, rerun, time.monotonic() - started)
+            record.write_text(json.dumps(asdict(state), default=str))
+    data = json.loads(record.read_text())
+    return DemoTwice(
+        clone=Path(data["clone"]),
+        readme=[BlockResult(**r) for r in data["readme"]],
+        rerun=BlockResult(**data["rerun"]) if data["rerun"] else None,
+        seconds=data["seconds"],
+    )
