@@ -143,8 +143,8 @@ def test_many_keys_load_and_count_exactly_their_keys(resources, instance, manage
     assert {m["dagster/row_count"] for m in _materializations(first, "events")} == {160}
     metadata = _materializations(second, "events")
     assert len(metadata) == len(run)
-    # 40 keys x 2 rows x 2 runs; the strays k0105 and k0405 lie in the key range, not in the keys
-    assert {m["dagster/row_count"] for m in metadata} == {160}
+    # 40 keys x 2 rows x 2 runs in the run's slice; the strays k0105 and k0405 lie in the key range, not in the keys
+    assert {m["iceberg/slice_row_count"] for m in metadata} == {160}
     assert {m["iceberg/rows_added"] for m in metadata} == {80}
     assert metadata[0]["iceberg/partition_filter"] == "key in 40 values ('k010' ... 'k049')"
     expected = _expected(run, 4)
@@ -184,7 +184,7 @@ def test_many_integer_and_date_keys_with_values_between_them(
         selection=loaders,
     )  # fmt: skip
 
-    assert {m["dagster/row_count"] for m in _materializations(result, "events")} == {4 * 55}
+    assert {m["iceberg/slice_row_count"] for m in _materializations(result, "events")} == {4 * 55}
     convert = int if column_type == "long" else dt.date.fromisoformat
     expected = _expected([convert(k) for k in run], 4)
     assert seen["arrow"] == seen["polars"] == seen["lazy"] == seen["stream"] == expected
@@ -233,7 +233,7 @@ def test_many_multi_partition_keys(resources, instance, manager):
 
     run = [(f"a{i:02d}", b) for i in range(2, 38) for b in ("b0", "b1")]
     assert len(run) == len(_materializations(result, "events")) == 72
-    assert {m["dagster/row_count"] for m in _materializations(result, "events")} == {144}
+    assert {m["iceberg/slice_row_count"] for m in _materializations(result, "events")} == {144}
     assert seen == {"arrow": sorted(run * 2), "lazy": sorted(run * 2)}
 
 

@@ -20,12 +20,19 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+import pyarrow as pa
 from pyiceberg.io import FileIO
 from pyiceberg.manifest import ManifestEntry, ManifestFile
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import Snapshot
 
-__all__ = ["METADATA_FILES", "LocationCache", "live_entries", "snapshot_manifests"]
+__all__ = [
+    "METADATA_FILES",
+    "LocationCache",
+    "live_entries",
+    "partition_table",
+    "snapshot_manifests",
+]
 
 T = TypeVar("T")
 
@@ -77,6 +84,37 @@ def snapshot_manifests(snapshot: Snapshot, io: FileIO) -> tuple[ManifestFile, ..
     return _MANIFEST_LISTS.get_or_load(
         snapshot.manifest_list, lambda: tuple(snapshot.manifests(io))
     )
+
+
+_PARTITION_TABLES: LocationCache[pa.Table] = LocationCache(max_entries=1024)
+
+
+def partition_table(
+    manifest: ManifestFile, io: FileIO, partition_schema: pa.Schema
+) -> pa.Table | None:
+    """The partition values of ``manifest``'s live entries, one row per entry in entry order,
+    built once per process; ``None`` when a value has no Arrow form (then test per file)."""
+    key = f"{manifest.manifest_path}#partitions"
+    cached = _PARTITION_TABLES.get(key)
+    if cached is not None:
+        return cached
+    entries = live_entries(manifest, io)
+    try:
+        columns = [
+            [entry.data_file.partition[i] for entry in entries]
+            for i in range(len(partition_schema))
+        ]
+        table = pa.Table.from_arrays(
+            [
+                pa.array(values, type=f.type)
+                for values, f in zip(columns, partition_schema, strict=True)
+            ],
+            schema=partition_schema,
+        )
+    except (pa.ArrowException, TypeError, ValueError, IndexError):
+        return None
+    _PARTITION_TABLES.put(key, table)
+    return table
 
 
 def live_entries(manifest: ManifestFile, io: FileIO) -> tuple[ManifestEntry, ...]:

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression
 from pyiceberg.expressions.visitors import (
@@ -16,7 +17,7 @@ from pyiceberg.expressions.visitors import (
     strict_projection,
 )
 from pyiceberg.io import FileIO
-from pyiceberg.io.pyarrow import ArrowScan, expression_to_pyarrow
+from pyiceberg.io.pyarrow import ArrowScan, expression_to_pyarrow, schema_to_pyarrow
 from pyiceberg.manifest import DataFile, ManifestContent, ManifestEntry, ManifestFile
 from pyiceberg.schema import Schema
 from pyiceberg.table import DataScan, FileScanTask
@@ -24,7 +25,7 @@ from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import Snapshot
 
 from floe_dagster_iceberg.engine._pyiceberg import file_may_hold, file_only_holds
-from floe_dagster_iceberg.engine.file_cache import live_entries, snapshot_manifests
+from floe_dagster_iceberg.engine.file_cache import live_entries, partition_table, snapshot_manifests
 
 
 @dataclass
@@ -125,7 +126,9 @@ def candidate_files(
     read_entries = live_entries if cached else _fetch_live_entries
     schema = metadata.schema()
     specs = metadata.specs()
-    may_hold = may_hold_rows(metadata, row_filter)
+    metrics_may_hold = file_may_hold(schema, row_filter)
+    partition_may_hold = _PartitionTest(metadata, row_filter, inclusive_projection)
+    partition_masks = _PartitionMasks(metadata, row_filter) if cached else None
     manifest_tests: dict[int, Callable[[ManifestFile], bool]] = {}
     for manifest in manifests:
         if manifest.content != ManifestContent.DATA:
@@ -137,9 +140,65 @@ def candidate_files(
             manifest_tests[spec_id] = manifest_evaluator(spec, schema, projected, True)
         if not manifest_tests[spec_id](manifest):
             continue
-        for entry in read_entries(manifest, io):
-            if may_hold(entry.data_file):
-                yield entry.data_file
+        entries = read_entries(manifest, io)
+        mask = partition_masks.mask(manifest, io) if partition_masks else None
+        for index, entry in enumerate(entries):
+            data_file = entry.data_file
+            inside = mask[index] if mask is not None else partition_may_hold(data_file)
+            if inside and metrics_may_hold(data_file):
+                yield data_file
+
+
+_POSITION = "__floe_position"
+
+
+class _PartitionMasks:
+    """The partition test of a whole manifest at once, vectorized over its cached partition
+    values: planning cost stays flat when a table holds thousands of small files."""
+
+    def __init__(self, metadata: TableMetadata, row_filter: BooleanExpression) -> None:
+        self._schema = metadata.schema()
+        self._specs = metadata.specs()
+        self._row_filter = row_filter
+        self._by_spec: dict[int, tuple[pa.Schema, Any] | None] = {}
+
+    def mask(self, manifest: ManifestFile, io: FileIO) -> np.ndarray | None:
+        prepared = self._prepare(manifest.partition_spec_id)
+        if prepared is None:
+            return None
+        arrow_schema, expression = prepared
+        if len(arrow_schema) == 0:  # unpartitioned: every file passes
+            return None
+        values = partition_table(manifest, io, arrow_schema)
+        if values is None:
+            return None
+        mask = np.zeros(values.num_rows, dtype=bool)
+        if expression is None:
+            mask[:] = True
+            return mask
+        positions = pa.array(np.arange(values.num_rows, dtype=np.int64))
+        kept = values.append_column(_POSITION, positions).filter(expression)
+        mask[kept.column(_POSITION).to_numpy()] = True
+        return mask
+
+    def _prepare(self, spec_id: int) -> tuple[pa.Schema, Any] | None:
+        if spec_id not in self._by_spec:
+            spec = self._specs[spec_id]
+            partition_schema = Schema(*spec.partition_type(self._schema).fields)
+            projected = inclusive_projection(self._schema, spec, True)(self._row_filter)
+            try:
+                arrow_schema = schema_to_pyarrow(partition_schema, include_field_ids=False)
+                expression = (
+                    None
+                    if isinstance(projected, AlwaysTrue)
+                    else expression_to_pyarrow(
+                        bind(partition_schema, projected, True), partition_schema
+                    )
+                )
+                self._by_spec[spec_id] = (arrow_schema, expression)
+            except Exception:  # an expression Arrow cannot evaluate: test file by file
+                self._by_spec[spec_id] = None
+        return self._by_spec[spec_id]
 
 
 def may_hold_rows(

@@ -5,18 +5,33 @@ Runs on every catalog kind (sqlite, postgres, rest) like the other engine tests.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from pyiceberg.expressions import EqualTo
+from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.expressions import (
+    And,
+    EqualTo,
+    GreaterThanOrEqual,
+    In,
+    IsNull,
+    LessThan,
+    Not,
+    Or,
+    StartsWith,
+)
 
 from floe_dagster_iceberg import (
     ArrowStringType,
     IcebergTableManager,
     InvalidInputError,
+    PartitionField,
     TableNotFoundError,
     WriteConfig,
 )
+from floe_dagster_iceberg.engine.slice_files import candidate_files
 
 APPEND = WriteConfig(mode="append")
 
@@ -144,3 +159,45 @@ def test_scan_appended_from_an_unknown_snapshot_is_refused(catalog, namespace):
 
     with pytest.raises(TableNotFoundError, match="expired"):
         manager.scan_appended(name, from_snapshot_id=12345)
+
+
+def test_vectorized_partition_pruning_agrees_with_file_by_file(tmp_path):
+    """Planning tests the partitions of a whole manifest at once; it must keep exactly the
+    files the per-file test keeps, for every transform and filter shape."""
+    catalog = SqlCatalog(
+        "pruning", uri=f"sqlite:///{tmp_path}/c.db", warehouse=f"file://{tmp_path}"
+    )
+    manager = IcebergTableManager(catalog)
+    name = "pruning.events"
+    spec = (
+        PartitionField(source_column="day", transform="day"),
+        PartitionField(source_column="user", transform="bucket", width=4),
+        PartitionField(source_column="region", transform="truncate", width=1),
+    )
+    for i in range(12):
+        rows = pa.table(
+            {
+                "day": pa.array([dt.datetime(2024, 1, 1 + i % 6)] * 2, pa.timestamp("us")),
+                "user": pa.array([i, i + 100], pa.int64()),
+                "region": pa.array([None if i == 3 else f"{'ab'[i % 2]}x{i}"] * 2, pa.string()),
+            }
+        )
+        manager.write(name, rows, WriteConfig(mode="append", partition_spec=spec))
+    table = catalog.load_table(name)
+    filters = [
+        EqualTo("region", "ax0"),
+        In("user", [1, 5, 105]),
+        And(
+            GreaterThanOrEqual("day", "2024-01-02T00:00:00"), LessThan("day", "2024-01-04T00:00:00")
+        ),
+        IsNull("region"),
+        Not(EqualTo("region", "bx1")),
+        Or(EqualTo("user", 7), StartsWith("region", "b")),
+    ]
+    for row_filter in filters:
+        vectorized = {
+            f.file_path for f in candidate_files(table.metadata, table.io, row_filter, cached=True)
+        }
+        per_file = {f.file_path for f in candidate_files(table.metadata, table.io, row_filter)}
+        assert vectorized == per_file, row_filter
+        assert vectorized, row_filter
