@@ -25,6 +25,7 @@ from enum import Enum
 from typing import Any, TypeVar
 
 from floe_dagster_iceberg.engine.config import (
+    ChangeCapture,
     PartitionField,
     PartitionSpecUpdateMode,
     SchemaUpdateMode,
@@ -48,6 +49,10 @@ UPSERT_OPTION_KEYS = (
     "when_matched_update_all",
     "when_not_matched_insert_all",
     "scope",
+    "delete_column",
+    "delete_values",
+    "version_column",
+    "delete_missing",
 )
 UPSERT_EXAMPLE = 'metadata={"write_mode": "upsert", "upsert_options": {"join_cols": ["id"]}}'
 
@@ -73,6 +78,7 @@ class UpsertSettings:
     when_matched_update_all: bool = True
     when_not_matched_insert_all: bool = True
     scope: UpsertScope = UpsertScope.PARTITION
+    change_capture: ChangeCapture = field(default_factory=ChangeCapture)
 
 
 @dataclass(frozen=True)
@@ -147,6 +153,7 @@ def _upsert_settings(
         scope=_enum(
             UpsertScope, options.get("scope", defaults.upsert_scope), "upsert_options.scope", asset
         ),
+        change_capture=_change_capture(options, asset),
     )
     mode = metadata.get("write_mode", defaults.write_mode)
     if mode == WriteMode.UPSERT and not settings.join_cols:
@@ -155,6 +162,30 @@ def _upsert_settings(
             f"add them, e.g. {UPSERT_EXAMPLE}."
         )
     return settings
+
+
+def _change_capture(options: Mapping[str, Any], asset: str) -> ChangeCapture:
+    """The change-data-capture options: a delete marker, a version column, a full sync."""
+    for key in ("delete_column", "version_column"):
+        value = options.get(key)
+        if value is not None and not (isinstance(value, str) and value):
+            raise InvalidInputError(
+                f"Asset {asset}: upsert_options.{key}={value!r} is not a column name; "
+                f'use e.g. {{"{key}": "op"}}.'
+            )
+    values = options.get("delete_values", ("D",))
+    values = (values,) if isinstance(values, str | int | bool) else values
+    if not isinstance(values, list | tuple) or not values:
+        raise InvalidInputError(
+            f"Asset {asset}: upsert_options.delete_values={options['delete_values']!r} is not a "
+            'list of marker values; use e.g. {"delete_values": ["D"]}.'
+        )
+    return ChangeCapture(
+        delete_column=options.get("delete_column"),
+        delete_values=tuple(values),
+        version_column=options.get("version_column"),
+        delete_missing=_flag(options, "delete_missing", asset, default=False),
+    )
 
 
 def _join_cols(value: Any, asset: str) -> tuple[str, ...]:
@@ -170,8 +201,8 @@ def _join_cols(value: Any, asset: str) -> tuple[str, ...]:
     return tuple(columns)
 
 
-def _flag(options: Mapping[str, Any], key: str, asset: str) -> bool:
-    value = options.get(key, True)
+def _flag(options: Mapping[str, Any], key: str, asset: str, default: bool = True) -> bool:
+    value = options.get(key, default)
     if not isinstance(value, bool):
         raise InvalidInputError(
             f"Asset {asset}: upsert_options.{key}={value!r} is not valid; use True or False."

@@ -188,6 +188,7 @@ class IcebergIOManager(ConfigurableIOManager):
                 when_matched_update_all=settings.upsert.when_matched_update_all,
                 when_not_matched_insert_all=settings.upsert.when_not_matched_insert_all,
                 upsert_scope=settings.upsert.scope,
+                change_capture=settings.upsert.change_capture,
                 retry=RetryPolicy(max_attempts=self.catalog.max_commit_attempts),
             )
         except ValidationError as error:

@@ -104,6 +104,7 @@ def output_metadata(
                 "iceberg/rows_updated": MetadataValue.int(result.rows_updated),
                 "iceberg/rows_inserted": MetadataValue.int(result.rows_inserted),
                 "iceberg/rows_unchanged": MetadataValue.int(result.rows_unchanged),
+                "iceberg/rows_removed": MetadataValue.int(result.rows_removed),
                 "iceberg/files_rewritten": MetadataValue.int(result.files_rewritten),
             }
         )

@@ -836,3 +836,35 @@ def test_default_io_manager_and_a_single_join_column_given_as_a_string(
     rows = IcebergCatalogResource().get_manager().scan("public.keyed").sort_by("id").to_pylist()
     assert rows == [{"id": 1, "v": "changed"}, {"id": 2, "v": "y"}]
     assert _metadata(result, "keyed")["iceberg/rows_updated"] == 1
+
+
+def test_change_batches_through_the_io_manager(resources, instance, manager):
+    batches = [
+        {"id": [1, 2, 3], "v": [1, 1, 1], "op": ["I", "I", "I"], "x": [10, 20, 30]},
+        {"id": [2, 3, 2], "v": [3, 2, 4], "op": ["U", "D", "U"], "x": [21, 0, 22]},
+        {"id": [1], "v": [0], "op": ["U"], "x": [-1]},  # late: older than the row
+    ]
+
+    @dg.asset(
+        key_prefix=["lake"],
+        io_manager_key="iceberg",
+        metadata={
+            "write_mode": "upsert",
+            "upsert_options": {
+                "join_cols": ["id"],
+                "delete_column": "op",
+                "delete_values": ["D"],
+                "version_column": "v",
+            },
+        },
+    )
+    def customers(context: dg.AssetExecutionContext) -> pa.Table:
+        return pa.table(batches[int(context.run.tags["batch"])])
+
+    results = [_run([customers], resources, instance, tags={"batch": str(i)}) for i in range(3)]
+
+    stored = sorted(manager.scan("lake.customers").to_pylist(), key=lambda r: r["id"])
+    assert [(r["id"], r["v"], r["x"]) for r in stored] == [(1, 1, 10), (2, 4, 22)]
+    second = _metadata(results[1], "lake__customers")
+    assert (second["iceberg/rows_removed"], second["iceberg/rows_updated"]) == (1, 1)
+    assert _metadata(results[2], "lake__customers")["iceberg/rows_unchanged"] == 1
