@@ -13,8 +13,10 @@ from floe_dagster_iceberg.catalog_config import (
     CustomCatalogConfig,
     EmbeddedCatalogConfig,
     FileIOImplementation,
+    GlueCatalogConfig,
     RestCatalogConfig,
     S3StorageConfig,
+    S3TablesCatalogConfig,
     SqlCatalogConfig,
 )
 from floe_dagster_iceberg.checks import build_iceberg_health_checks
@@ -101,6 +103,7 @@ __all__ = [
     "EmbeddedCatalogConfig",
     "ExpireSnapshotsResult",
     "FileIOImplementation",
+    "GlueCatalogConfig",
     "IcebergCatalogResource",
     "IcebergError",
     "IcebergHealthChecksModel",
@@ -125,6 +128,7 @@ __all__ = [
     "RetryPolicy",
     "RewriteManifestsResult",
     "S3StorageConfig",
+    "S3TablesCatalogConfig",
     "SchemaChange",
     "SchemaChangeKind",
     "SchemaEvolutionError",

@@ -1,4 +1,5 @@
-"""Typed catalog and storage configs: embedded (the default), SQL, REST and any other catalog.
+"""Typed catalog and storage configs: embedded (the default), SQL, REST, AWS Glue, Amazon S3
+Tables and any other catalog.
 
 Each config turns into PyIceberg catalog properties; secrets come through ``dagster.EnvVar`` and
 are hidden in ``repr``. The class docstrings are what the Dagster UI shows for the resource's
@@ -24,14 +25,17 @@ Example:
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 from enum import Enum
 from pathlib import Path
 from typing import Literal
 
-from dagster import Config
+from dagster import Config, EnvVar
 from pydantic import Field
 
+from floe_dagster_iceberg.errors import IcebergError
 from floe_dagster_iceberg.redaction import RedactedRepr
 
 __all__ = [
@@ -39,8 +43,10 @@ __all__ = [
     "CustomCatalogConfig",
     "EmbeddedCatalogConfig",
     "FileIOImplementation",
+    "GlueCatalogConfig",
     "RestCatalogConfig",
     "S3StorageConfig",
+    "S3TablesCatalogConfig",
     "SqlCatalogConfig",
     "default_home",
 ]
@@ -99,6 +105,159 @@ class RestCatalogConfig(RedactedRepr, Config):
             "prefix": self.prefix,
         }
         return {key: value for key, value in properties.items() if value is not None}
+
+
+def _aws_client_properties(
+    region: str | None,
+    profile_name: str | None,
+    access_key_id: str | None,
+    secret_access_key: str | None,
+    session_token: str | None,
+) -> dict[str, str | None]:
+    """PyIceberg's ``client.*`` properties: one AWS identity for the catalog and the FileIO."""
+    return {
+        "client.region": region,
+        "client.profile-name": profile_name,
+        "client.access-key-id": access_key_id,
+        "client.secret-access-key": secret_access_key,
+        "client.session-token": session_token,
+    }
+
+
+def _require_boto3(config: str, extra: str) -> None:
+    """Fail early, naming the extra to install, when boto3 (the AWS SDK) is missing."""
+    if importlib.util.find_spec("boto3") is None:
+        raise IcebergError(
+            f"{config} needs boto3, the AWS SDK for Python, which is not installed: "
+            f"pip install 'floe-dagster-iceberg[{extra}]'"
+        )
+
+
+def _without_none(properties: dict[str, str | None]) -> dict[str, str]:
+    return {key: value for key, value in properties.items() if value is not None}
+
+
+class GlueCatalogConfig(RedactedRepr, Config):
+    """The AWS Glue Data Catalog (needs ``pip install 'floe-dagster-iceberg[glue]'``).
+
+    Region and credentials become PyIceberg's ``client.*`` properties, which both the Glue
+    client and the S3 FileIO use, so one AWS identity reads the catalog and the data; an
+    ``S3StorageConfig`` given to the resource still wins for S3. With no credentials, boto3's
+    default chain applies (environment, ``~/.aws``, instance or pod role). Pass secrets as
+    ``dagster.EnvVar``.
+
+    Example:
+        >>> GlueCatalogConfig(
+        ...     region="eu-west-1", warehouse="s3://lake/warehouse", catalog_id="123456789012"
+        ... ).to_properties()["glue.id"]
+        '123456789012'
+    """
+
+    type: Literal["glue"] = "glue"
+    region: str | None = Field(default=None, description="AWS region, e.g. eu-west-1")
+    warehouse: str | None = Field(
+        default=None,
+        description="Root of new tables (s3://bucket/path) for databases without a location",
+    )
+    catalog_id: str | None = Field(
+        default=None, description="AWS account id of the Glue catalog (default: the caller's)"
+    )
+    profile_name: str | None = Field(default=None, description="Profile in ~/.aws/config")
+    access_key_id: str | None = Field(default=None, repr=False)
+    secret_access_key: str | None = Field(default=None, repr=False)
+    session_token: str | None = Field(default=None, repr=False)
+    endpoint: str | None = Field(
+        default=None, description="Glue endpoint override (VPC endpoint, local test server)"
+    )
+
+    def to_properties(self) -> dict[str, str]:
+        _require_boto3("GlueCatalogConfig", "glue")
+        return _without_none(
+            {
+                "type": "glue",
+                "warehouse": self.warehouse,
+                "glue.id": self.catalog_id,
+                "glue.endpoint": self.endpoint,
+                **_aws_client_properties(
+                    self.region,
+                    self.profile_name,
+                    self.access_key_id,
+                    self.secret_access_key,
+                    self.session_token,
+                ),
+            }
+        )
+
+
+_S3_TABLES_ARN = re.compile(r"^arn:aws[a-z-]*:s3tables:(?P<region>[a-z0-9-]+):\d{12}:bucket/[^/]+$")
+
+
+def _env_value(value: str) -> str:
+    """The value of an ``EnvVar`` field outside a run (inside one Dagster has resolved it)."""
+    return (value.get_value() or "") if isinstance(value, EnvVar) else value
+
+
+class S3TablesCatalogConfig(RedactedRepr, Config):
+    """An Amazon S3 Tables table bucket through its Iceberg REST endpoint, signed with SigV4.
+
+    Needs ``pip install 'floe-dagster-iceberg[s3tables]'``. The region defaults to the one in
+    the bucket ARN; credentials work as for :class:`GlueCatalogConfig` (``client.*``
+    properties, else boto3's default chain).
+
+    Example:
+        >>> S3TablesCatalogConfig(
+        ...     table_bucket_arn="arn:aws:s3tables:eu-west-1:123456789012:bucket/lake"
+        ... ).to_properties()["uri"]
+        'https://s3tables.eu-west-1.amazonaws.com/iceberg'
+    """
+
+    type: Literal["s3tables"] = "s3tables"
+    table_bucket_arn: str = Field(
+        description="ARN of the table bucket, arn:aws:s3tables:<region>:<account>:bucket/<name>"
+    )
+    region: str | None = Field(default=None, description="AWS region (default: the ARN's)")
+    profile_name: str | None = Field(default=None, description="Profile in ~/.aws/config")
+    access_key_id: str | None = Field(default=None, repr=False)
+    secret_access_key: str | None = Field(default=None, repr=False)
+    session_token: str | None = Field(default=None, repr=False)
+    endpoint: str | None = Field(
+        default=None,
+        description="Iceberg REST endpoint override (default https://s3tables.<region>.amazonaws.com/iceberg)",
+    )
+
+    def signing_region(self) -> str:
+        """``region``, else the region of the table bucket ARN."""
+        if self.region:
+            return _env_value(self.region)
+        arn = _env_value(self.table_bucket_arn)
+        match = _S3_TABLES_ARN.match(arn)
+        if match is None:
+            raise IcebergError(
+                f"S3TablesCatalogConfig: {arn!r} is not a table bucket ARN "
+                "(arn:aws:s3tables:<region>:<account>:bucket/<name>); fix it or set 'region'."
+            )
+        return match.group("region")
+
+    def to_properties(self) -> dict[str, str]:
+        _require_boto3("S3TablesCatalogConfig", "s3tables")
+        region = self.signing_region()
+        return _without_none(
+            {
+                "type": "rest",
+                "uri": self.endpoint or f"https://s3tables.{region}.amazonaws.com/iceberg",
+                "warehouse": self.table_bucket_arn,
+                "rest.sigv4-enabled": "true",
+                "rest.signing-name": "s3tables",
+                "rest.signing-region": region,
+                **_aws_client_properties(
+                    region,
+                    self.profile_name,
+                    self.access_key_id,
+                    self.secret_access_key,
+                    self.session_token,
+                ),
+            }
+        )
 
 
 class CustomCatalogConfig(RedactedRepr, Config):

@@ -34,8 +34,10 @@ from floe_dagster_iceberg.catalog_config import (
     CustomCatalogConfig,
     EmbeddedCatalogConfig,
     FileIOImplementation,
+    GlueCatalogConfig,
     RestCatalogConfig,
     S3StorageConfig,
+    S3TablesCatalogConfig,
     SqlCatalogConfig,
 )
 from floe_dagster_iceberg.engine.catalog_tables import ensure_catalog_tables
@@ -84,12 +86,17 @@ class IcebergCatalogResource(RedactedRepr, ConfigurableResource):
     name: str = Field(
         default="floe", description="Catalog name (SQL catalogs key their tables by it)"
     )
-    catalog: EmbeddedCatalogConfig | SqlCatalogConfig | RestCatalogConfig | CustomCatalogConfig = (
-        Field(
-            default_factory=EmbeddedCatalogConfig,
-            discriminator="type",
-            description="Catalog config; the default is the embedded SQLite catalog",
-        )
+    catalog: (
+        EmbeddedCatalogConfig
+        | SqlCatalogConfig
+        | RestCatalogConfig
+        | GlueCatalogConfig
+        | S3TablesCatalogConfig
+        | CustomCatalogConfig
+    ) = Field(
+        default_factory=EmbeddedCatalogConfig,
+        discriminator="type",
+        description="Catalog config; the default is the embedded SQLite catalog",
     )
     storage: S3StorageConfig | None = Field(default=None, description="Object storage settings")
     file_io: FileIOImplementation | None = Field(
@@ -131,10 +138,13 @@ class IcebergCatalogResource(RedactedRepr, ConfigurableResource):
 
     @property
     def catalog_type(self) -> str:
-        """``sql`` for the embedded default, else the config's type (``custom``: its own 'type')."""
+        """The PyIceberg catalog type: ``sql`` for the embedded default, ``rest`` for S3 Tables,
+        a custom config's own 'type', else the config's type (``glue``, ``rest``, ...)."""
         if isinstance(self.catalog, CustomCatalogConfig):
             return self.catalog.properties.get("type", "custom")
-        return "sql" if isinstance(self.catalog, EmbeddedCatalogConfig) else self.catalog.type
+        if isinstance(self.catalog, EmbeddedCatalogConfig):
+            return "sql"
+        return "rest" if isinstance(self.catalog, S3TablesCatalogConfig) else self.catalog.type
 
     @property
     def catalog_uri(self) -> str | None:
