@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import dagster as dg
 import pytest
 from dagster import DagsterInstance
 
@@ -37,6 +38,13 @@ from infra.catalogs import (  # noqa: E402
 from infra.postgres import PostgresServer, PostgresStartError  # noqa: E402
 from infra.seaweedfs import SeaweedFS, SeaweedFSStartError  # noqa: E402
 from infra.warehouse import list_warehouse_files, table_files  # noqa: E402
+
+from floe_dagster_iceberg import (  # noqa: E402
+    EmbeddedCatalogConfig,
+    IcebergCatalogResource,
+    IcebergTableManager,
+    create_iceberg_resources,
+)
 
 # Start-up times of the session's servers, printed at the end of the run.
 _STARTUP_SECONDS: dict[str, float] = {}
@@ -237,3 +245,28 @@ def _isolated_dagster_context() -> Iterator[None]:
     """
     with DagsterInstance.ephemeral():
         yield
+
+
+# -- Dagster-level fixtures: an embedded catalog in tmp, its resources, a test instance ---------
+
+
+@pytest.fixture
+def catalog_resource(tmp_path: Path) -> IcebergCatalogResource:
+    """The embedded catalog (SQLite and a local warehouse) in this test's tmp folder."""
+    return IcebergCatalogResource(catalog=EmbeddedCatalogConfig(home=str(tmp_path)))
+
+
+@pytest.fixture
+def resources(catalog_resource: IcebergCatalogResource) -> dict:
+    return create_iceberg_resources(catalog_resource)
+
+
+@pytest.fixture
+def manager(catalog_resource: IcebergCatalogResource) -> IcebergTableManager:
+    return catalog_resource.get_manager()
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as test_instance:
+        yield test_instance

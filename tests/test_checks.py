@@ -7,8 +7,6 @@ import pyarrow as pa
 import pytest
 
 from floe_dagster_iceberg import (
-    EmbeddedCatalogConfig,
-    IcebergCatalogResource,
     create_iceberg_resources,
 )
 from floe_dagster_iceberg.checks import (
@@ -33,17 +31,6 @@ def orders() -> pa.Table:
 @dg.asset(key_prefix=["lake"], io_manager_key="iceberg")
 def daily() -> pa.Table:
     return pa.table({"day": pa.array(["d0"]), "id": pa.array([0], pa.int64())})
-
-
-@pytest.fixture
-def catalog_resource(tmp_path) -> IcebergCatalogResource:
-    return IcebergCatalogResource(catalog=EmbeddedCatalogConfig(home=str(tmp_path)))
-
-
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as test_instance:
-        yield test_instance
 
 
 def _results(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:

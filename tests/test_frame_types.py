@@ -12,11 +12,8 @@ import pyarrow as pa
 import pytest
 
 from floe_dagster_iceberg import (
-    EmbeddedCatalogConfig,
-    IcebergCatalogResource,
     InvalidInputError,
     TypeHandler,
-    create_iceberg_resources,
     register_type_handler,
 )
 from floe_dagster_iceberg.type_handlers import read_arrow
@@ -51,27 +48,6 @@ ANNOTATIONS = {
     "polars": pl.DataFrame,
     "pyarrow": pa.Table,
 }
-
-
-@pytest.fixture
-def catalog_resource(tmp_path) -> IcebergCatalogResource:
-    return IcebergCatalogResource(catalog=EmbeddedCatalogConfig(home=str(tmp_path)))
-
-
-@pytest.fixture
-def resources(catalog_resource):
-    return create_iceberg_resources(catalog_resource)
-
-
-@pytest.fixture
-def manager(catalog_resource):
-    return catalog_resource.get_manager()
-
-
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as test_instance:
-        yield test_instance
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,6 @@ import pytest
 
 from floe_dagster_iceberg import (
     CustomCatalogConfig,
-    EmbeddedCatalogConfig,
     IcebergCatalogResource,
     IcebergIOManager,
     InvalidInputError,
@@ -19,27 +18,6 @@ from floe_dagster_iceberg import (
 
 DAILY = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-01-10")
 RECEIVED: dict[str, object] = {}
-
-
-@pytest.fixture
-def catalog_resource(tmp_path) -> IcebergCatalogResource:
-    return IcebergCatalogResource(catalog=EmbeddedCatalogConfig(home=str(tmp_path)))
-
-
-@pytest.fixture
-def resources(catalog_resource):
-    return create_iceberg_resources(catalog_resource)
-
-
-@pytest.fixture
-def manager(catalog_resource):
-    return catalog_resource.get_manager()
-
-
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as test_instance:
-        yield test_instance
 
 
 @pytest.fixture(autouse=True)

@@ -11,39 +11,16 @@ import pytest
 from pyiceberg.transforms import BucketTransform
 
 from floe_dagster_iceberg import (
-    EmbeddedCatalogConfig,
     IcebergCatalogResource,
     IcebergError,
     IcebergIOManager,
     InvalidInputError,
     PartitionMismatchError,
     SchemaEvolutionError,
-    create_iceberg_resources,
 )
 from floe_dagster_iceberg.metadata import readable_size
 
 UTC = dt.UTC
-
-
-@pytest.fixture
-def catalog_resource(tmp_path) -> IcebergCatalogResource:
-    return IcebergCatalogResource(catalog=EmbeddedCatalogConfig(home=str(tmp_path)))
-
-
-@pytest.fixture
-def resources(catalog_resource):
-    return create_iceberg_resources(catalog_resource)
-
-
-@pytest.fixture
-def manager(catalog_resource):
-    return catalog_resource.get_manager()
-
-
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as test_instance:
-        yield test_instance
 
 
 def _run(assets, resources, instance, **kwargs) -> dg.ExecuteInProcessResult:

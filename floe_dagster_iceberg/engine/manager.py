@@ -410,29 +410,28 @@ class IcebergTableManager:
             >>> manager.read("sales.orders", ReadRequest(limit=1)).num_rows
             1
         """
-        identifier = self.identifier(table)
-        with (
-            self.telemetry.span("scan", identifier) as span,
-            self._reaching(f"reading table '{'.'.join(identifier)}'"),
-        ):
-            loaded = self._loaded(table)
+        with self._reading(table, request) as (span, loaded):
             result = read_table(loaded, request)
-            _annotate_read(span, loaded, request)
             span.set_attribute("iceberg.rows", result.num_rows)
             return result
 
     def read_batches(self, table: TableRef, request: ReadRequest) -> pa.RecordBatchReader:
         """Like :meth:`read`, streaming record batches instead of one table."""
+        with self._reading(table, request) as (span, loaded):
+            span.set_attribute("iceberg.streamed", True)
+            return read_batches(loaded, request)
+
+    @contextmanager
+    def _reading(self, table: TableRef, request: ReadRequest) -> Iterator[tuple[Any, Table]]:
+        """A read's span and catalog errors, and the table it reads."""
         identifier = self.identifier(table)
         with (
             self.telemetry.span("scan", identifier) as span,
             self._reaching(f"reading table '{'.'.join(identifier)}'"),
         ):
             loaded = self._loaded(table)
-            reader = read_batches(loaded, request)
             _annotate_read(span, loaded, request)
-            span.set_attribute("iceberg.streamed", True)
-            return reader
+            yield span, loaded
 
     def scan(
         self,

@@ -1,4 +1,4 @@
-"""Which handler stores an output and loads an input: one table, extended by users.
+"""The handlers in the order they are asked, and the shape an input annotation asks for.
 
 Example:
     >>> import polars as pl
