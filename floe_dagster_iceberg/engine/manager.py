@@ -57,7 +57,7 @@ from floe_dagster_iceberg.engine.scan import (
 from floe_dagster_iceberg.engine.schema_evolution import apply_schema_changes
 from floe_dagster_iceberg.engine.tables import config_differences, ensure_namespace, schema_history
 from floe_dagster_iceberg.engine.telemetry import Telemetry
-from floe_dagster_iceberg.engine.types import iceberg_schema_from_columns
+from floe_dagster_iceberg.engine.types import iceberg_schema_from_columns, spark_unreadable_columns
 from floe_dagster_iceberg.engine.write import StagedWrite, WriteData, stage_write
 from floe_dagster_iceberg.errors import (
     IcebergError,
@@ -340,7 +340,21 @@ class IcebergTableManager:
                 loaded=table if isinstance(table, Table) else None,
             )
             annotate_write_span(span, result)
-            return result
+        if result.created_table or result.schema_changes:
+            self._warn_about_types_other_engines_cannot_read(identifier)
+        return result
+
+    def _warn_about_types_other_engines_cannot_read(self, identifier: tuple[str, str]) -> None:
+        committed = self._commits.committed.get(identifier)
+        columns = spark_unreadable_columns(committed.schema()) if committed else []
+        if columns:
+            self.log.warning(
+                "Table %s has time column(s) %s: Spark refuses the whole table ('Spark does "
+                "not support time fields'); PyIceberg, Trino and Flink read it. If Spark must "
+                "read this table, store times as strings or as microseconds in a long column.",
+                ".".join(identifier),
+                columns,
+            )
 
     def upsert(
         self,

@@ -42,6 +42,7 @@ __all__ = [
     "arrow_to_iceberg_schema",
     "iceberg_schema_from_columns",
     "parse_iceberg_type",
+    "spark_unreadable_columns",
     "type_to_string",
 ]
 
@@ -300,3 +301,19 @@ def _check_names(fields: list[pa.Field], parent: str) -> None:
             nested = nested.item_type
         if pa.types.is_struct(nested):
             _check_names(list(nested), f"{parent}{f.name}.")
+
+
+def spark_unreadable_columns(schema: Schema) -> list[str]:
+    """Column paths of ``schema`` Spark cannot read (Spark has no ``time`` type and refuses the
+    whole table: "Spark does not support time fields").
+
+    Example:
+        >>> from pyiceberg.types import NestedField, StructType
+        >>> schema = Schema(NestedField(1, "at", TimeType()), NestedField(
+        ...     2, "shift", StructType(NestedField(3, "start", TimeType()))))
+        >>> spark_unreadable_columns(schema)
+        ['at', 'shift.start']
+    """
+    return sorted(
+        name for name in schema.column_names if isinstance(schema.find_type(name), TimeType)
+    )

@@ -201,3 +201,20 @@ def test_vectorized_partition_pruning_agrees_with_file_by_file(tmp_path):
         per_file = {f.file_path for f in candidate_files(table.metadata, table.io, row_filter)}
         assert vectorized == per_file, row_filter
         assert vectorized, row_filter
+
+
+def test_a_time_column_is_written_with_a_warning_naming_it(tmp_path, caplog):
+    catalog = SqlCatalog("times", uri=f"sqlite:///{tmp_path}/c.db", warehouse=f"file://{tmp_path}")
+    manager = IcebergTableManager(catalog)
+    rows = pa.table({"id": [1], "opens": pa.array([dt.time(9, 30)], pa.time64("us"))})
+
+    with caplog.at_level("WARNING", logger="floe_dagster_iceberg"):
+        manager.write("shops.hours", rows, APPEND)
+        manager.write("shops.hours", rows, APPEND)  # no schema change: no second warning
+
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "shops.hours" in warnings[0]
+    assert "['opens']" in warnings[0]
+    assert "Spark" in warnings[0]
+    assert manager.scan("shops.hours").column("opens").to_pylist() == [dt.time(9, 30)] * 2

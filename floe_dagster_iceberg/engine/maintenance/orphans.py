@@ -35,7 +35,7 @@ from floe_dagster_iceberg.errors import InvalidInputError
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
 
-__all__ = ["DEFAULT_ORPHAN_AGE", "remove_orphan_files"]
+__all__ = ["DEFAULT_ORPHAN_AGE", "checksum_target", "remove_orphan_files"]
 
 log = logging.getLogger("floe_dagster_iceberg.engine.maintenance")
 
@@ -43,6 +43,22 @@ DEFAULT_ORPHAN_AGE = timedelta(days=3)
 """Files younger than this are never treated as orphans: a writer may still be committing them."""
 
 _PROTECTED_FILE_NAMES = frozenset({"version-hint.text"})
+
+
+def checksum_target(path: str) -> str | None:
+    """The file a Hadoop checksum sidecar belongs to (``dir/.name.crc`` -> ``dir/name``), as
+    Spark writes one beside every file on a local warehouse; ``None`` for other files.
+
+    Example:
+        >>> checksum_target("file:///w/t/data/.part-0.parquet.crc")
+        'file:///w/t/data/part-0.parquet'
+        >>> checksum_target("file:///w/t/data/part-0.parquet") is None
+        True
+    """
+    directory, name = posixpath.split(path)
+    if not (name.startswith(".") and name.endswith(".crc")) or len(name) <= len("..crc"):
+        return None
+    return posixpath.join(directory, name[1 : -len(".crc")])
 
 
 def _referenced_files(table: Table, seen: Reachable) -> set[str]:
@@ -79,7 +95,8 @@ def remove_orphan_files(
     Such files are left by writers that crashed between writing files and committing, or by
     commits whose cleanup failed. Referenced means: the current metadata file and every one in
     the metadata log, and for every snapshot its manifest list, manifests, data and delete
-    files, plus statistics files. Only files last modified more than ``older_than`` ago are
+    files, plus statistics files; a Hadoop checksum sidecar (``.name.crc``, written by Spark)
+    counts as referenced when its file is. Only files last modified more than ``older_than`` ago are
     deleted, so files of a write still in flight are safe; keep the guard longer than your
     longest write. The table location is listed first and the metadata loaded afterwards, so a
     commit landing during the scan still protects its files. When a concurrent snapshot
@@ -139,6 +156,9 @@ def remove_orphan_files(
             continue
         if normalize(candidate.path) in referenced:
             continue
+        target = checksum_target(candidate.path)
+        if target is not None and normalize(target) in referenced:
+            continue  # the checksum of a live file lives and dies with it
         if candidate.modified is None or candidate.modified >= cutoff:
             too_recent += 1
             continue

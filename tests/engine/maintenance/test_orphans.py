@@ -176,3 +176,34 @@ def test_orphan_removal_gives_up_cleanly_when_files_keep_vanishing(
     assert orphan in before
     assert result.as_metrics()["skipped"] == result.skipped
     dispose_catalog(catalog)
+
+
+def test_checksum_sidecars_follow_their_files(
+    sqlite_catalog_properties, namespace, warehouse_files
+):
+    """Spark's Hadoop FileIO writes ``.name.crc`` beside every file: sidecars of live files
+    stay, sidecars of orphans go with them."""
+    catalog = load_test_catalog(sqlite_catalog_properties)
+    table = small_files_table(catalog, namespace, appends=2)
+    rows = all_rows(table)
+    live = table.inspect.files().column("file_path").to_pylist()
+    live_sidecars = [_sidecar(path) for path in live]
+    orphan = plant_orphan(table)
+    orphan_sidecar = _sidecar(orphan)
+    for path in [*live_sidecars, orphan_sidecar]:
+        with open(path.removeprefix("file://"), "wb") as handle:
+            handle.write(b"crc")
+    age_everything(warehouse_files(table))
+
+    result = fast_manager(catalog).remove_orphan_files(table.name())
+
+    assert set(result.orphan_files) == {orphan, orphan_sidecar}
+    assert all(os.path.exists(p.removeprefix("file://")) for p in live_sidecars)
+    assert not os.path.exists(orphan_sidecar.removeprefix("file://"))
+    assert all_rows(catalog.load_table(table.name())).equals(rows)
+    dispose_catalog(catalog)
+
+
+def _sidecar(path: str) -> str:
+    directory, name = os.path.split(path)
+    return f"{directory}/.{name}.crc"
