@@ -145,7 +145,7 @@ def test_glue_config_properties():
     assert GlueCatalogConfig().to_properties() == {"type": "glue"}
 
 
-def test_s3tables_config_properties():
+def test_s3tables_config_properties(monkeypatch):
     config = S3TablesCatalogConfig(table_bucket_arn=TABLE_BUCKET_ARN)
     assert config.to_properties() == {
         "type": "rest",
@@ -160,6 +160,9 @@ def test_s3tables_config_properties():
     assert resource.catalog_type == "rest"
     with pytest.raises(IcebergError, match=r"not a table bucket ARN.*set 'region'"):
         S3TablesCatalogConfig(table_bucket_arn="lake").to_properties()
+    monkeypatch.setenv("TEST_TABLE_BUCKET_ARN", TABLE_BUCKET_ARN.replace("eu-west-1", "us-east-2"))
+    from_env = S3TablesCatalogConfig(table_bucket_arn=dg.EnvVar("TEST_TABLE_BUCKET_ARN"))
+    assert from_env.to_properties()["rest.signing-region"] == "us-east-2"
 
 
 def test_aws_secrets_are_redacted(monkeypatch):
