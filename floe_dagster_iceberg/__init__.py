@@ -85,6 +85,7 @@ from floe_dagster_iceberg.type_handlers import (
     PolarsReader,
     TypeHandler,
     register_type_handler,
+    unregister_type_handler,
 )
 from floe_dagster_iceberg.validation import validate_iceberg_definitions
 from floe_dagster_iceberg.version import __version__
@@ -162,5 +163,6 @@ __all__ = [
     "register_type_handler",
     "set_tracer_provider",
     "track_maintenance",
+    "unregister_type_handler",
     "validate_iceberg_definitions",
 ]

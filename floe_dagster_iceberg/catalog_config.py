@@ -8,6 +8,14 @@ config: plain markdown, no doctest.
 Example:
     >>> EmbeddedCatalogConfig().type
     'embedded'
+    >>> GlueCatalogConfig(
+    ...     region="eu-west-1", warehouse="s3://lake/warehouse", catalog_id="123456789012"
+    ... ).to_properties()["glue.id"]
+    '123456789012'
+    >>> S3TablesCatalogConfig(
+    ...     table_bucket_arn="arn:aws:s3tables:eu-west-1:123456789012:bucket/lake"
+    ... ).to_properties()["uri"]
+    'https://s3tables.eu-west-1.amazonaws.com/iceberg'
     >>> SqlCatalogConfig(
     ...     uri="postgresql+psycopg2://user:pw@db:5432/iceberg",
     ...     warehouse="s3://lake/warehouse",
@@ -138,20 +146,11 @@ def _without_none(properties: dict[str, str | None]) -> dict[str, str]:
 
 
 class GlueCatalogConfig(RedactedRepr, Config):
-    """The AWS Glue Data Catalog (needs ``pip install 'floe-dagster-iceberg[glue]'``).
-
-    Region and credentials become PyIceberg's ``client.*`` properties, which both the Glue
-    client and the S3 FileIO use, so one AWS identity reads the catalog and the data; an
-    ``S3StorageConfig`` given to the resource still wins for S3. With no credentials, boto3's
-    default chain applies (environment, ``~/.aws``, instance or pod role). Pass secrets as
-    ``dagster.EnvVar``.
-
-    Example:
-        >>> GlueCatalogConfig(
-        ...     region="eu-west-1", warehouse="s3://lake/warehouse", catalog_id="123456789012"
-        ... ).to_properties()["glue.id"]
-        '123456789012'
-    """
+    """The AWS Glue Data Catalog (needs `pip install 'floe-dagster-iceberg[glue]'`): region
+    and credentials become PyIceberg's `client.*` properties, which both the Glue client and the
+    S3 FileIO use, so one AWS identity reads the catalog and the data (an `S3StorageConfig`
+    given to the resource still wins for S3); with no credentials, boto3's default chain
+    applies (environment, `~/.aws`, instance or pod role). Pass secrets as `dagster.EnvVar`."""
 
     type: Literal["glue"] = "glue"
     region: str | None = Field(default=None, description="AWS region, e.g. eu-west-1")
@@ -198,18 +197,10 @@ def _env_value(value: str) -> str:
 
 
 class S3TablesCatalogConfig(RedactedRepr, Config):
-    """An Amazon S3 Tables table bucket through its Iceberg REST endpoint, signed with SigV4.
-
-    Needs ``pip install 'floe-dagster-iceberg[s3tables]'``. The region defaults to the one in
-    the bucket ARN; credentials work as for :class:`GlueCatalogConfig` (``client.*``
-    properties, else boto3's default chain).
-
-    Example:
-        >>> S3TablesCatalogConfig(
-        ...     table_bucket_arn="arn:aws:s3tables:eu-west-1:123456789012:bucket/lake"
-        ... ).to_properties()["uri"]
-        'https://s3tables.eu-west-1.amazonaws.com/iceberg'
-    """
+    """An Amazon S3 Tables table bucket through its Iceberg REST endpoint, signed with SigV4
+    (needs `pip install 'floe-dagster-iceberg[s3tables]'`): the region defaults to the one in
+    the bucket ARN; credentials work as for `GlueCatalogConfig` (`client.*` properties, else
+    boto3's default chain)."""
 
     type: Literal["s3tables"] = "s3tables"
     table_bucket_arn: str = Field(

@@ -179,7 +179,8 @@ EXPECTED_PROBLEMS = [
     "- Asset upsert_without_keys: write_mode 'upsert' needs the key columns that identify a row; "
     'add them, e.g. metadata={"write_mode": "upsert", "upsert_options": {"join_cols": ["id"]}}.',
     "- Asset unknown_upsert_option: unknown upsert_options key(s) 'on'; the keys are join_cols, "
-    "when_matched_update_all, when_not_matched_insert_all, scope.",
+    "when_matched_update_all, when_not_matched_insert_all, scope, delete_column, delete_values, "
+    "version_column, delete_missing.",
 ]
 
 

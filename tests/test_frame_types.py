@@ -15,6 +15,7 @@ from floe_dagster_iceberg import (
     InvalidInputError,
     TypeHandler,
     register_type_handler,
+    unregister_type_handler,
 )
 from floe_dagster_iceberg.type_handlers import read_arrow
 from floe_dagster_iceberg.type_handlers.base import require
@@ -178,8 +179,10 @@ class RowsHandler(TypeHandler):
         return Rows(read_arrow(request).to_pylist())
 
 
-def test_a_registered_handler_stores_and_loads_its_type(resources, instance):
-    register_type_handler(RowsHandler())
+def test_a_registered_handler_stores_and_loads_its_type(request, resources, instance):
+    handler = RowsHandler()
+    register_type_handler(handler)
+    request.addfinalizer(lambda: unregister_type_handler(handler))
 
     @dg.asset(io_manager_key="iceberg")
     def people() -> Rows:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import floe_dagster_iceberg
 
 PUBLIC_BEFORE_THE_ENGINE_LAYOUT = {
-    "ArrowStringType", "ChangeCapture", "LoadRequest", "ReadRequest", "TypeHandler", "register_type_handler", "CatalogConnectionError", "FileIOImplementation", "PolarsReader", "ColumnSpec", "CommitConflictError", "CompactionResult",
+    "ArrowStringType", "ChangeCapture", "LoadRequest", "ReadRequest", "TypeHandler", "register_type_handler", "unregister_type_handler", "CatalogConnectionError", "FileIOImplementation", "PolarsReader", "ColumnSpec", "CommitConflictError", "CompactionResult",
     "CreateTableResult", "CustomCatalogConfig", "EmbeddedCatalogConfig", "ExpireSnapshotsResult",
     "HOME_ENV_VAR", "IcebergCatalogResource", "IcebergError", "IcebergHealthChecksModel",
     "IcebergIOManager", "IcebergMaintenanceComponent", "IcebergTableManager",

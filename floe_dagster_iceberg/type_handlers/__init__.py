@@ -27,6 +27,7 @@ from floe_dagster_iceberg.type_handlers.registry import (
     input_shape,
     register_type_handler,
     registered_handlers,
+    unregister_type_handler,
 )
 
 __all__ = [
@@ -46,4 +47,5 @@ __all__ = [
     "read_arrow",
     "register_type_handler",
     "registered_handlers",
+    "unregister_type_handler",
 ]

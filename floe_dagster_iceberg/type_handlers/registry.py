@@ -33,10 +33,11 @@ __all__ = [
     "input_shape",
     "register_type_handler",
     "registered_handlers",
+    "unregister_type_handler",
 ]
 
 _DEFAULT = ArrowTableHandler()
-_HANDLERS: list[TypeHandler] = [
+_BUILT_IN: tuple[TypeHandler, ...] = (
     _DEFAULT,
     RecordBatchReaderHandler(),
     PolarsDataFrameHandler(),
@@ -44,7 +45,8 @@ _HANDLERS: list[TypeHandler] = [
     PandasDataFrameHandler(),
     DaftDataFrameHandler(),
     DuckDBRelationHandler(),
-]
+)
+_HANDLERS: list[TypeHandler] = list(_BUILT_IN)
 
 
 def register_type_handler(handler: TypeHandler) -> None:
@@ -61,11 +63,30 @@ def register_type_handler(handler: TypeHandler) -> None:
         ...         return pa.Table.from_pylist(obj)
         ...     def load(self, request):
         ...         return Rows(super().load(request).to_pylist())
-        >>> register_type_handler(RowsHandler())
+        >>> handler = RowsHandler()
+        >>> register_type_handler(handler)
         >>> type(handler_for_output(Rows([{"n": 1}]), "demo.rows")).__name__
         'RowsHandler'
+        >>> unregister_type_handler(handler)
     """
     _HANDLERS.insert(0, handler)
+
+
+def unregister_type_handler(handler: TypeHandler) -> None:
+    """Forget a handler :func:`register_type_handler` added (the built-in ones stay).
+
+    Example:
+        >>> class Nothing(TypeHandler): ...
+        >>> handler = Nothing()
+        >>> register_type_handler(handler)
+        >>> unregister_type_handler(handler)
+        >>> handler in registered_handlers()
+        False
+    """
+    if handler in _BUILT_IN:
+        raise InvalidInputError(f"{type(handler).__name__} is built in; register a replacement.")
+    while handler in _HANDLERS:
+        _HANDLERS.remove(handler)
 
 
 def registered_handlers() -> tuple[TypeHandler, ...]:
