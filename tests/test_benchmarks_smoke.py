@@ -1,6 +1,6 @@
 """The benchmark suite runs end to end at smoke size (never the full size: that is not a test).
 
-Runs ``benchmarks/run.py --smoke`` for raw Parquet, PyIceberg and floe in a subprocess (it starts
+Runs ``benchmarks/run.py --smoke`` for raw Parquet (the floor) and floe in a subprocess (it starts
 its own PostgreSQL for the concurrent writers) and checks that every workload produced a result
 and that none of these systems failed. It does not create the dagster-iceberg environment.
 """
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SYSTEMS = ["raw_parquet", "pyiceberg", "floe"]
+SYSTEMS = ["raw_parquet", "floe"]
 CASES = [
     "sequential_writes",
     "concurrent_writes_2",
