@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import polars as pl
@@ -33,18 +33,13 @@ INCREMENTAL_METADATA_PREFIX = "floe/incremental/"
 """Materialization metadata of a consumer: ``floe/incremental/<table>`` = the snapshots read."""
 
 
+@dataclass(frozen=True)
 class InputSettings:
     """The IO manager's defaults for inputs."""
 
-    def __init__(
-        self,
-        default_namespace: str,
-        string_type: ArrowStringType = ArrowStringType.LARGE_STRING,
-        polars_reader: PolarsReader = PolarsReader.NATIVE,
-    ) -> None:
-        self.default_namespace = default_namespace
-        self.string_type = string_type
-        self.polars_reader = polars_reader
+    default_namespace: str
+    string_type: ArrowStringType = ArrowStringType.LARGE_STRING
+    polars_reader: PolarsReader = PolarsReader.NATIVE
 
 
 def load_asset_input(
@@ -244,17 +239,16 @@ def _recorded_read(
     """The read this input recorded on the consumer's materialization of ``partition`` (when
     there is one), else on its latest materialization."""
     instance = context.instance
-    for consumer in consumers[:1]:
-        if partition is not None:
-            records = instance.fetch_materializations(
-                AssetRecordsFilter(asset_key=consumer, asset_partitions=[partition]), limit=1
-            ).records
-            found = _record_in(records[0].asset_materialization if records else None, key)
-            if found is not None:
-                return found
-        latest = instance.get_latest_materialization_event(consumer)
-        return _record_in(latest.asset_materialization if latest else None, key)
-    return None
+    consumer = consumers[0]
+    if partition is not None:
+        records = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=consumer, asset_partitions=[partition]), limit=1
+        ).records
+        found = _record_in(records[0].asset_materialization if records else None, key)
+        if found is not None:
+            return found
+    latest = instance.get_latest_materialization_event(consumer)
+    return _record_in(latest.asset_materialization if latest else None, key)
 
 
 def _record_in(materialization: Any, key: str) -> dict[str, Any] | None:

@@ -217,30 +217,16 @@ def daily_increment(context: dg.AssetExecutionContext, log: pa.Table) -> None:
 
 
 def test_rerun_of_a_consumer_partition_repeats_its_increment(resources, instance):
+    def consume(day: str) -> None:
+        _run([log, daily_increment], resources, instance, selection=[daily_increment],
+             partition_key=day)  # fmt: skip
+
     _append_batch(resources, instance, 1)
-    _run(
-        [log, daily_increment],
-        resources,
-        instance,
-        selection=[daily_increment],
-        partition_key="2024-01-01",
-    )
+    consume("2024-01-01")
     _append_batch(resources, instance, 2)
-    _run(
-        [log, daily_increment],
-        resources,
-        instance,
-        selection=[daily_increment],
-        partition_key="2024-01-02",
-    )
+    consume("2024-01-02")
     _append_batch(resources, instance, 3)
-    _run(
-        [log, daily_increment],
-        resources,
-        instance,
-        selection=[daily_increment],
-        partition_key="2024-01-01",
-    )
+    consume("2024-01-01")
 
     assert RECEIVED["2024-01-01"] == [[1, 1], [1, 1]]
     assert RECEIVED["2024-01-02"] == [[2, 2]]

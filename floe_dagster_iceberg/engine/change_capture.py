@@ -38,6 +38,8 @@ def latest_changes(
     _check_columns(table_name, data, cdc)
     if cdc.version_column is None or data.num_rows < 2:
         return data
+    if any(key not in data.column_names for key in keys):
+        return data  # the upsert's validation names the missing key columns
     frame = pl.from_arrow(data.select([*keys, cdc.version_column])).with_row_index(_ROW)
     newest = frame.group_by(list(keys)).agg(pl.col(cdc.version_column).max())
     candidates = frame.join(newest, on=[*keys, cdc.version_column], how="inner")

@@ -24,6 +24,7 @@ from pyiceberg.table import Table
 
 from floe_dagster_iceberg.engine import maintenance
 from floe_dagster_iceberg.engine.attempt import MetadataChanges, WrittenFiles
+from floe_dagster_iceberg.engine.change_capture import latest_changes
 from floe_dagster_iceberg.engine.commit import CommitLoop, annotate_write_span
 from floe_dagster_iceberg.engine.config import (
     ArrowStringType,
@@ -317,8 +318,10 @@ class IcebergTableManager:
                 f"a {type(data).__module__}.{type(data).__qualname__}; convert it first (a Polars "
                 "frame with .to_arrow())."
             )
-        if isinstance(data, pa.RecordBatchReader) and config.mode is WriteMode.UPSERT:
-            data = data.read_all()
+        if config.mode is WriteMode.UPSERT:
+            data = data.read_all() if isinstance(data, pa.RecordBatchReader) else data
+            # A change batch becomes one row per key once, not once per commit attempt.
+            data = latest_changes(name, data, config.join_cols, config.change_capture)
         stream = WriteData(data, name)
 
         def stage(

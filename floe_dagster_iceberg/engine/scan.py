@@ -42,7 +42,6 @@ from floe_dagster_iceberg.errors import InvalidInputError, TableNotFoundError
 __all__ = [
     "ReadRequest",
     "arrow_schema",
-    "conform",
     "current_snapshot_id",
     "plan_files",
     "read_batches",
@@ -85,7 +84,7 @@ def read_table(table: Table, request: ReadRequest) -> pa.Table:
         return target.empty_table()
     tasks = _read_tasks(table, request, snapshot)
     scan = _arrow_scan(table, projected, request)
-    batches = [conform_batch(b, target) for b in scan.to_record_batches(tasks)]
+    batches = [_conform_batch(b, target) for b in scan.to_record_batches(tasks)]
     return pa.Table.from_batches(batches, schema=target)
 
 
@@ -101,7 +100,7 @@ def read_batches(table: Table, request: ReadRequest) -> pa.RecordBatchReader:
 
     def batches() -> Iterator[pa.RecordBatch]:
         for batch in scan.to_record_batches(tasks):
-            yield conform_batch(batch, target)
+            yield _conform_batch(batch, target)
 
     return pa.RecordBatchReader.from_batches(target, batches())
 
@@ -148,14 +147,7 @@ def arrow_schema(schema: Schema, string_type: ArrowStringType) -> pa.Schema:
     return pa.schema([_with_small_strings(f) for f in target], metadata=target.metadata)
 
 
-def conform(data: pa.Table, target: pa.Schema) -> pa.Table:
-    """``data`` with exactly the ``target`` schema (a no-op when it already has it)."""
-    if data.schema.equals(target):
-        return data
-    return data.cast(target)
-
-
-def conform_batch(batch: pa.RecordBatch, target: pa.Schema) -> pa.RecordBatch:
+def _conform_batch(batch: pa.RecordBatch, target: pa.Schema) -> pa.RecordBatch:
     if batch.schema.equals(target):
         return batch
     return batch.cast(target)

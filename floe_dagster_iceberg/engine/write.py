@@ -111,12 +111,10 @@ def stage_write(
             IDEMPOTENCY_PROPERTY: config.idempotency_key,
         }
     if config.mode is WriteMode.UPSERT:
-        from floe_dagster_iceberg.engine.change_capture import latest_changes
         from floe_dagster_iceberg.engine.upsert import validate_upsert_input
 
         # Key problems get the upsert's own message before any schema planning.
-        latest = latest_changes(name, stream.table(), config.join_cols, config.change_capture)
-        validate_upsert_input(name, metadata.schema(), latest, config.join_cols)
+        validate_upsert_input(name, metadata.schema(), stream.table(), config.join_cols)
     schema_plan = plan_schema_update(
         name, metadata.schema(), stream.schema, config.schema_update_mode
     )
@@ -212,12 +210,10 @@ def stage_upsert(
     snapshot_properties: dict[str, str],
     files: WrittenFiles,
 ) -> StagedWrite:
-    from floe_dagster_iceberg.engine.change_capture import latest_changes
     from floe_dagster_iceberg.engine.upsert import plan_upsert, validate_upsert_input
 
     planned = changes.metadata
     schema = planned.schema()
-    data = latest_changes(name, data, config.join_cols, config.change_capture)
     validate_upsert_input(name, schema, data, config.join_cols)
     conformed = conform_to_schema(name, data, schema)
     check_partition_values(name, conformed, planned)
