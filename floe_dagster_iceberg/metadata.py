@@ -29,17 +29,13 @@ from dagster import MetadataValue, TableColumn, TableColumnConstraints, TableSch
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.types import (
-    DecimalType,
-    FixedType,
     IcebergType,
-    ListType,
     LongType,
-    MapType,
-    StructType,
 )
 
 from floe_dagster_iceberg.engine.config import WriteMode, WriteResult
 from floe_dagster_iceberg.engine.manager import IcebergTableManager
+from floe_dagster_iceberg.engine.types import type_to_string
 from floe_dagster_iceberg.slices import PartitionSlice, count_rows
 
 __all__ = [
@@ -193,23 +189,7 @@ def dagster_type_name(iceberg_type: IcebergType) -> str:
         >>> dagster_type_name(StringType())
         'string'
     """
-    if isinstance(iceberg_type, LongType):
-        return "bigint"
-    if isinstance(iceberg_type, DecimalType):
-        return f"decimal({iceberg_type.precision},{iceberg_type.scale})"
-    if isinstance(iceberg_type, FixedType):
-        return f"fixed[{len(iceberg_type)}]"
-    if isinstance(iceberg_type, ListType):
-        return f"array<{dagster_type_name(iceberg_type.element_type)}>"
-    if isinstance(iceberg_type, MapType):
-        key, value = iceberg_type.key_type, iceberg_type.value_type
-        return f"map<{dagster_type_name(key)}, {dagster_type_name(value)}>"
-    if isinstance(iceberg_type, StructType):
-        members = ", ".join(
-            f"{f.name}: {dagster_type_name(f.field_type)}" for f in iceberg_type.fields
-        )
-        return f"struct<{members}>"
-    return str(iceberg_type)
+    return type_to_string(iceberg_type, list_word="array", primitive_names={LongType: "bigint"})
 
 
 def readable_size(size_bytes: float) -> str:

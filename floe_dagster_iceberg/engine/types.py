@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 import pyarrow as pa
 from pyiceberg.schema import Schema
@@ -147,25 +148,39 @@ def parse_iceberg_type(text: str, ids: _FieldIds | None = None) -> IcebergType:
     )
 
 
-def type_to_string(iceberg_type: IcebergType) -> str:
-    """Render a type in the notation :func:`parse_iceberg_type` reads.
+def type_to_string(
+    iceberg_type: IcebergType,
+    *,
+    list_word: str = "list",
+    primitive_names: Mapping[type, str] | None = None,
+) -> str:
+    """Render a type in the notation :func:`parse_iceberg_type` reads, or in another dialect:
+    ``list_word`` names lists, ``primitive_names`` renames primitive types.
 
     Example:
         >>> type_to_string(parse_iceberg_type("map<string, list<long>>"))
         'map<string, list<long>>'
+        >>> type_to_string(parse_iceberg_type("list<long>"), list_word="array",
+        ...                primitive_names={LongType: "bigint"})
+        'array<bigint>'
     """
+    names = primitive_names or {}
+
+    def render(t: IcebergType) -> str:
+        return type_to_string(t, list_word=list_word, primitive_names=names)
+
+    if type(iceberg_type) in names:
+        return names[type(iceberg_type)]
     if isinstance(iceberg_type, DecimalType):
         return f"decimal({iceberg_type.precision},{iceberg_type.scale})"
     if isinstance(iceberg_type, FixedType):
         return f"fixed[{len(iceberg_type)}]"
     if isinstance(iceberg_type, ListType):
-        return f"list<{type_to_string(iceberg_type.element_type)}>"
+        return f"{list_word}<{render(iceberg_type.element_type)}>"
     if isinstance(iceberg_type, MapType):
-        return f"map<{type_to_string(iceberg_type.key_type)}, {type_to_string(iceberg_type.value_type)}>"
+        return f"map<{render(iceberg_type.key_type)}, {render(iceberg_type.value_type)}>"
     if isinstance(iceberg_type, StructType):
-        members = ", ".join(
-            f"{f.name}: {type_to_string(f.field_type)}" for f in iceberg_type.fields
-        )
+        members = ", ".join(f"{f.name}: {render(f.field_type)}" for f in iceberg_type.fields)
         return f"struct<{members}>"
     return str(iceberg_type)
 
