@@ -36,7 +36,7 @@ import dagster as dg
 import pyarrow.compute as pc
 import pytest
 import yaml
-from infra.dagster_dev import LOCATION, DagsterDev, DagsterDevError
+from infra.dagster_dev import LOCATION, DagsterDev, running
 from pyiceberg.catalog import load_catalog
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -64,15 +64,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def dagster_dev(tmp_path: Path) -> Iterator[DagsterDev]:
-    server = DagsterDev(tmp_path)
-    try:
-        try:
-            server.start()
-        except DagsterDevError as error:
-            pytest.fail(str(error), pytrace=False)
+    with running(DagsterDev(tmp_path)) as server:
         yield server
-    finally:
-        server.stop()
 
 
 # ----------------------------------------------------------------------------------- queries

@@ -21,7 +21,7 @@ from typing import Any
 import dagster as dg
 import pytest
 from infra.browser import chromium_page, ensure_chromium
-from infra.dagster_dev import DagsterDev, DagsterDevError
+from infra.dagster_dev import DagsterDev, running
 from infra.demo import DemoTwice, demo_twice, shared_directory
 from infra.ports import DeadlineExceeded, poll_until
 
@@ -53,14 +53,8 @@ def webserver(demo: DemoTwice, tmp_path_factory: pytest.TempPathFactory) -> Iter
         iceberg_home=demo.iceberg_home,
         daemon=False,
     )
-    try:
-        try:
-            server.start()
-        except DagsterDevError as error:
-            pytest.fail(str(error), pytrace=False)
+    with running(server):
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

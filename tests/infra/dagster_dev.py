@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +214,19 @@ class DagsterDev:
             )
         except DeadlineExceeded as error:
             pytest.fail(f"{error}\n--- server log ---\n{self.log_tail()}", pytrace=False)
+
+
+@contextlib.contextmanager
+def running(server: DagsterDev) -> Iterator[DagsterDev]:
+    """``server`` started (the calling test fails, never skips, if it cannot), then stopped."""
+    try:
+        try:
+            server.start()
+        except DagsterDevError as error:
+            pytest.fail(str(error), pytrace=False)
+        yield server
+    finally:
+        server.stop()
 
 
 def descendants(pid: int) -> set[int]:
