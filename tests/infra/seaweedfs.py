@@ -128,7 +128,7 @@ class SeaweedFS:
         secret_key: str = DEFAULT_SECRET_KEY,
         table_bucket: str = "warehouse",
         data_bucket: str = "data",
-        startup_timeout: float = 60.0,
+        startup_timeout: float = 120.0,
     ) -> None:
         self._own_base_dir = base_dir is None
         if base_dir is None:
