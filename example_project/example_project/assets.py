@@ -5,6 +5,9 @@ raw.events ──> staging.stg_events ──> marts.fct_orders ──> marts.rev
 
 dim.customers ──> dim.customers_baseline ──> marts.customer_tier_changes
 (region, upsert)    (Iceberg tag)            (reads dim.customers at the tag: time travel)
+
+CRM change feed ──> crm.customers
+(batches of I/U/D)  (unpartitioned mirror, change-data-capture upsert)
 """
 
 import datetime as dt
@@ -288,6 +291,48 @@ def customer_tier_changes(
     )
 
 
+# ----------------------------------------------------------------- change data capture
+
+CRM_CUSTOMERS = dg.AssetKey(["crm", "customers"])
+
+
+class CrmChangesConfig(dg.Config):
+    """Which batch of the CRM change feed to apply."""
+
+    batch: int = 1
+    """Number of the change batch (1 is the first the feed delivered)."""
+
+
+@dg.asset(
+    key=CRM_CUSTOMERS,
+    group_name="raw",
+    io_manager_key="iceberg",
+    metadata={
+        "write_mode": "upsert",
+        "upsert_options": {
+            "join_cols": ["customer_id"],
+            "delete_column": "op",
+            "delete_values": ["D"],
+            "version_column": "lsn",
+        },
+    },
+    kinds={"iceberg", "pyarrow"},
+    owners=[DATA_TEAM],
+    tags={"layer": "raw"},
+)
+def crm_customers(context: dg.AssetExecutionContext, config: CrmChangesConfig) -> pa.Table:
+    """The CRM database's customers, mirrored from its change feed (change data capture).
+
+    Each run upserts one batch of changes on ``customer_id``: of several changes of a customer
+    the newest ``lsn`` wins, ``op = 'D'`` deletes the customer, and a change that arrives late,
+    after a newer one was applied, changes nothing. One commit per batch; the materialization
+    reports ``iceberg/rows_updated``, ``iceberg/rows_inserted`` and ``iceberg/rows_removed``.
+    """
+    changes = data.crm_changes(config.batch)
+    context.log.info(f"CRM change batch {config.batch}: {changes.num_rows} changes")
+    return changes
+
+
 lakehouse_assets = [
     events,
     stg_events,
@@ -295,6 +340,7 @@ lakehouse_assets = [
     revenue_by_region,
     customers,
     customer_tier_changes,
+    crm_customers,
 ]
 """The assets stored as Iceberg tables by the ``iceberg`` IO manager."""
 

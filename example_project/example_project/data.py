@@ -7,6 +7,7 @@ partition produces exactly the same rows on any machine. No network, no clock.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import random
 
 import pyarrow as pa
@@ -115,3 +116,100 @@ def events(day: dt.date) -> pa.Table:
             for name, value in row.items():
                 rows[name].append(value)
     return pa.Table.from_pydict(rows, schema=EVENTS_SCHEMA)
+
+
+# -------------------------------------------------------------------------- CRM change feed
+
+CRM_CHANGES_SCHEMA = pa.schema(
+    [
+        pa.field("customer_id", pa.int64(), nullable=False),
+        pa.field("lsn", pa.int64(), nullable=False),
+        pa.field("op", pa.string(), nullable=False),
+        pa.field("name", pa.string()),
+        pa.field("plan", pa.string()),
+    ]
+)
+"""One change of the CRM database's ``customers`` table: ``op`` is ``I`` (insert), ``U``
+(update) or ``D`` (delete, no values); ``lsn`` is the change's position in the database log."""
+
+CRM_BATCHES = 2
+"""Change batches the feed delivers (numbered from 1)."""
+
+PLANS = ("free", "pro", "team")
+
+_CRM_OFFSET = 500_000
+_CRM_EVENTS = 80
+_CRM_LATE = 3
+
+
+def crm_change_log() -> list[dict]:
+    """Every change of the CRM ``customers`` table, in log order: inserts, plan and name
+    updates (several per customer), and deletes. A deleted customer id is never reused."""
+    rng = random.Random("crm-feed")
+    live: list[int] = []
+    created = 0
+    log: list[dict] = []
+    for lsn in range(1, _CRM_EVENTS + 1):
+        roll = rng.random()
+        if len(live) < 12 or roll < 0.3:
+            customer_id = _CRM_OFFSET + created
+            created += 1
+            live.append(customer_id)
+            name = f"{rng.choice(_FIRST_NAMES)} {rng.choice(_LAST_NAMES)}"
+            log.append(_change(customer_id, lsn, "I", name, rng.choice(PLANS)))
+        elif roll < 0.85:
+            # New customers change their plan most: 4 of 5 updates are of the 6 newest ones.
+            customer_id = rng.choice(live[-6:] if rng.random() < 0.8 else live)
+            previous = next(c for c in reversed(log) if c["customer_id"] == customer_id)
+            name = previous["name"]
+            if rng.random() < 0.2:  # a name change; most updates change the plan
+                name = f"{name.split()[0]} {rng.choice(_LAST_NAMES)}"
+            plan = rng.choice([p for p in PLANS if p != previous["plan"]])
+            log.append(_change(customer_id, lsn, "U", name, plan))
+        else:
+            customer_id = live.pop(rng.randrange(len(live)))
+            log.append(_change(customer_id, lsn, "D", None, None))
+    return log
+
+
+def _change(customer_id: int, lsn: int, op: str, name: str | None, plan: str | None) -> dict:
+    return {"customer_id": customer_id, "lsn": lsn, "op": op, "name": name, "plan": plan}
+
+
+def crm_changes(batch: int) -> pa.Table:
+    """Change batch ``batch`` (1..``CRM_BATCHES``) of the CRM feed, in delivery order.
+
+    Batches cut the log into consecutive ranges, except that a few updates are delivered one
+    batch late, after a newer change of the same customer: applied blindly in delivery order,
+    they would undo that newer change.
+    """
+    if not 1 <= batch <= CRM_BATCHES:
+        raise ValueError(f"batch {batch} is not a CRM change batch; use 1..{CRM_BATCHES}")
+    log = crm_change_log()
+    size = -(-len(log) // CRM_BATCHES)
+    ranges = [log[start : start + size] for start in range(0, len(log), size)]
+    # The last batch is complete: nothing of it comes later.
+    late = [*(_late_changes(r, after) for r, after in itertools.pairwise(ranges)), []]
+    delivered = [c for c in ranges[batch - 1] if c not in late[batch - 1]]
+    if batch > 1:
+        delivered += late[batch - 2]
+    return pa.Table.from_pylist(delivered, schema=CRM_CHANGES_SCHEMA)
+
+
+def _late_changes(changes: list[dict], next_changes: list[dict]) -> list[dict]:
+    """The updates of a range that reach the feed late, in the next batch: each has a newer
+    update or insert of its customer in its own range (never a delete, which leaves no row to
+    compare versions with) and none in the next, so only the table's version rejects it."""
+    newest = {c["customer_id"]: c for c in changes}
+    changed_next = {c["customer_id"] for c in next_changes}
+    candidates = [
+        c
+        for c in changes
+        if c["op"] == "U"
+        and newest[c["customer_id"]] is not c
+        and newest[c["customer_id"]]["op"] != "D"
+        and c["customer_id"] not in changed_next
+    ]
+    return random.Random(f"crm-late-{changes[0]['lsn']}").sample(
+        candidates, min(_CRM_LATE, len(candidates))
+    )
