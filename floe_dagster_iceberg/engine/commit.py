@@ -13,6 +13,7 @@ import itertools
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -96,12 +97,14 @@ class CommitLoop:
         create_with: tuple[pa.Schema, WriteConfig] | None,
         snapshot_properties: dict[str, str] | None = None,
         loaded: Table | None = None,
+        view: Callable[[Table], Table] | None = None,
     ) -> WriteResult:
         """Stage and commit, re-planning metadata against the refreshed table on conflicts.
 
         Data files are written once (``_WrittenFiles``); an attempt that did not land has its
         manifests deleted at once, and the data files go when the write fails for good.
-        ``loaded``: a table the caller just loaded, used by the first attempt only.
+        ``loaded``: a table the caller just loaded, used by the first attempt only. ``view``:
+        how the write sees an existing table (e.g. from a branch, :func:`on_branch`).
         """
         write_id = uuid.uuid4().hex
         properties = {
@@ -132,6 +135,8 @@ class CommitLoop:
                             )
                         if create is not None:
                             staged_location = table.metadata.location
+                        elif view is not None:
+                            table = view(table)
                         # On a catalog without atomic staged creates, the write that commits
                         # the table's first snapshot is the one that created it.
                         created = create is not None or (

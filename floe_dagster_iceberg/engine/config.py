@@ -435,7 +435,9 @@ class WriteConfig(_Model):
     creates the table; ``partition_spec`` also evolves an existing table's spec according to
     ``partition_spec_update_mode``. ``idempotency_key`` makes an append safe to retry: if a
     snapshot with the same key is already in the table, the append is not applied again (the IO
-    manager uses the Dagster run, asset and partition keys).
+    manager uses the Dagster run, asset and partition keys). ``branch`` commits to that branch
+    instead of ``main``: the slice is planned against the branch head, and a branch that does
+    not exist yet is created from the first existing one of ``fork_from`` (then ``main``).
 
     Example:
         >>> from pyiceberg.expressions import EqualTo
@@ -463,6 +465,8 @@ class WriteConfig(_Model):
     upsert_scope: UpsertScope = UpsertScope.PARTITION
     change_capture: ChangeCapture = Field(default_factory=ChangeCapture)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    branch: str | None = None
+    fork_from: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _upsert_needs_keys(self) -> WriteConfig:

@@ -21,9 +21,17 @@ from pyiceberg.exceptions import (
 )
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression
 from pyiceberg.table import Table
+from pyiceberg.table.refs import MAIN_BRANCH
 
 from floe_dagster_iceberg.engine import maintenance
 from floe_dagster_iceberg.engine.attempt import MetadataChanges, WrittenFiles
+from floe_dagster_iceberg.engine.branches import (
+    PublishResult,
+    on_branch,
+    publish_branch,
+    remove_branches,
+    stale_branches,
+)
 from floe_dagster_iceberg.engine.change_capture import latest_changes
 from floe_dagster_iceberg.engine.commit import CommitLoop, annotate_write_span
 from floe_dagster_iceberg.engine.config import (
@@ -341,6 +349,7 @@ class IcebergTableManager:
                 create_with=(stream.schema, config),
                 snapshot_properties=config.snapshot_properties,
                 loaded=table if isinstance(table, Table) else None,
+                view=_branch_view(config),
             )
             annotate_write_span(span, result)
         if result.created_table or result.schema_changes:
@@ -601,6 +610,79 @@ class IcebergTableManager:
             manage.create_tag(target, name)
         return target
 
+    # ------------------------------------------------------------------ branches
+
+    def publish_branch(
+        self,
+        table: TableRef,
+        branch: str,
+        into: str = MAIN_BRANCH,
+        fork_from: Sequence[str] = (),
+    ) -> PublishResult:
+        """Publish ``branch`` into ``into`` (``main``) and remove it, in one commit.
+
+        A fast-forward when ``into`` has not moved since the branch forked, else the branch's
+        data files re-applied on ``into``'s head (see :mod:`~floe_dagster_iceberg.engine.branches`).
+
+        Example:
+            >>> import pyarrow as pa, tempfile
+            >>> from pyiceberg.catalog.sql import SqlCatalog
+            >>> tmp = tempfile.mkdtemp()
+            >>> catalog = SqlCatalog("doc", uri=f"sqlite:///{tmp}/c.db", warehouse=f"file://{tmp}")
+            >>> manager = IcebergTableManager(catalog)
+            >>> _ = manager.write("sales.orders", pa.table({"id": [1]}), WriteConfig(branch="audit"))
+            >>> manager.scan("sales.orders").num_rows
+            0
+            >>> manager.publish_branch("sales.orders", "audit").snapshots_published
+            1
+            >>> manager.scan("sales.orders").num_rows, "audit" in manager.load_table("sales.orders").refs()
+            (1, False)
+        """
+        identifier = self.identifier(table)
+        attributes = {"iceberg.branch": branch, "iceberg.into": into}
+        with (
+            self.telemetry.span("publish", identifier, attributes) as span,
+            self._reaching(f"publishing branch {branch!r} of table '{'.'.join(identifier)}'"),
+        ):
+            result = publish_branch(self.catalog, identifier, branch, into, fork_from, self.retry)
+            if result.snapshot_id is not None:
+                span.set_attribute("iceberg.snapshot_id", result.snapshot_id)
+        self.log.info(
+            "iceberg.publish table=%s branch=%s into=%s snapshot_id=%s fast_forward=%s "
+            "already_published=%s",
+            result.table,
+            branch,
+            into,
+            result.snapshot_id,
+            str(result.fast_forward).lower(),
+            str(result.already_published).lower(),
+        )
+        return result
+
+    def remove_stale_branches(
+        self, table: TableRef, prefix: str, older_than: timedelta
+    ) -> list[str]:
+        """Remove the branches named ``prefix...`` whose head is older than ``older_than``.
+
+        Example:
+            >>> import pyarrow as pa, tempfile
+            >>> from pyiceberg.catalog.sql import SqlCatalog
+            >>> tmp = tempfile.mkdtemp()
+            >>> catalog = SqlCatalog("doc", uri=f"sqlite:///{tmp}/c.db", warehouse=f"file://{tmp}")
+            >>> manager = IcebergTableManager(catalog)
+            >>> _ = manager.write("sales.orders", pa.table({"id": [1]}), WriteConfig(branch="audit-1"))
+            >>> manager.remove_stale_branches("sales.orders", "audit-", timedelta(0))
+            ['audit-1']
+        """
+        identifier = self.identifier(table)
+        loaded = self.load_table(table)
+        cutoff = int((datetime.now().timestamp() - older_than.total_seconds()) * 1000)
+        stale = stale_branches(loaded.metadata, prefix, cutoff + 1)
+        if not stale:
+            return []
+        with self.telemetry.span("remove_branches", identifier):
+            return remove_branches(self.catalog, identifier, stale)
+
     # ------------------------------------------------------------------ maintenance
 
     def compact(
@@ -710,6 +792,14 @@ class IcebergTableManager:
 
 def _operation_name(mode: WriteMode) -> str:
     return "upsert" if mode is WriteMode.UPSERT else "write"
+
+
+def _branch_view(config: WriteConfig) -> Callable[[Table], Table] | None:
+    """How a write sees the table: from its branch (None: from ``main``)."""
+    branch = config.branch
+    if branch is None or branch == MAIN_BRANCH:
+        return None
+    return lambda table: on_branch(table, branch, config.fork_from)
 
 
 def _with_defaults(policy: RetryPolicy, defaults: RetryPolicy) -> RetryPolicy:

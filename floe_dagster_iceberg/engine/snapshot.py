@@ -1,4 +1,7 @@
-"""One snapshot from a set of added and removed data files: manifests, manifest list, summary.
+"""One snapshot from a set of added and removed files: manifests, manifest list, summary.
+
+Files are data files or delete files (position or equality deletes, format version 2): each kind
+goes to manifests of its own content, as Iceberg requires.
 
 The work done depends on the change, not on the table's history: manifests whose partition
 summaries cannot hold a removed file are carried over untouched, and manifests are merged on
@@ -13,12 +16,14 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pyiceberg.expressions import AlwaysFalse, BooleanExpression
 from pyiceberg.expressions.visitors import inclusive_projection, manifest_evaluator
 from pyiceberg.io import FileIO
 from pyiceberg.manifest import (
     DataFile,
+    DataFileContent,
     ManifestContent,
     ManifestEntry,
     ManifestEntryStatus,
@@ -46,6 +51,7 @@ from pyiceberg.table.update import (
 from pyiceberg.utils.bin_packing import ListPacker
 
 from floe_dagster_iceberg.engine import properties as props
+from floe_dagster_iceberg.engine._pyiceberg import write_delete_manifest
 
 
 class FilesGoneError(Exception):
@@ -54,14 +60,15 @@ class FilesGoneError(Exception):
     def __init__(self, paths: Iterable[str]) -> None:
         self.paths = sorted(paths)
         super().__init__(
-            f"{len(self.paths)} data file(s) to replace were removed meanwhile, e.g. {self.paths[0]}"
+            f"{len(self.paths)} file(s) to replace were removed meanwhile, e.g. {self.paths[0]}"
         )
 
 
 @dataclass(frozen=True)
 class FileChange:
-    """What one write does to the table's data files.
+    """What one write does to the table's files.
 
+    ``added`` and ``removed`` hold data files and delete files alike (by their ``content``).
     ``scope`` bounds where ``removed`` files can be (manifests it excludes are not read).
     """
 
@@ -130,10 +137,12 @@ class _Producer:
         self.written: list[str] = []
         self._counter = 0
         head = metadata.snapshot_by_name(branch)
-        self.parent = head
+        self.branch_head_id = head.snapshot_id if head is not None else None
+        # A branch that does not exist yet forks from the current snapshot (see engine.branches).
+        self.parent = head if head is not None else metadata.current_snapshot()
 
     def produce(self, change: FileChange, summary_properties: dict[str, str]) -> ProducedSnapshot:
-        removed_paths = {f.file_path for f in change.removed}
+        removed_paths = {f.file_path: _manifest_content(f) for f in change.removed}
         manifests = self._added_manifests(change.added)
         manifests += self._carried_manifests(removed_paths, change.scope)
         manifests = self._merge(manifests)
@@ -165,9 +174,7 @@ class _Producer:
                 type=SnapshotRefType.BRANCH,
             ),
         )
-        requirements = (
-            AssertRefSnapshotId(snapshot_id=snapshot.parent_snapshot_id, ref=self.branch),
-        )
+        requirements = (AssertRefSnapshotId(snapshot_id=self.branch_head_id, ref=self.branch),)
         return ProducedSnapshot(snapshot, updates, requirements, self.written)
 
     def discard(self) -> None:
@@ -184,10 +191,11 @@ class _Producer:
         self.written.append(location)
         return location
 
-    def _new_writer(self, spec_id: int):
+    def _new_writer(self, spec_id: int, content: ManifestContent = ManifestContent.DATA):
         path = self._new_location(f"{self.commit_id}-m{self._counter}.avro")
         self._counter += 1
-        return write_manifest(
+        write = write_manifest if content == ManifestContent.DATA else write_delete_manifest
+        return write(
             format_version=self.metadata.format_version,
             spec=self.metadata.specs()[spec_id],
             schema=self.metadata.schema(),
@@ -197,12 +205,12 @@ class _Producer:
         )
 
     def _added_manifests(self, added: Sequence[DataFile]) -> list[ManifestFile]:
-        by_spec: dict[int, list[DataFile]] = defaultdict(list)
+        by_spec: dict[tuple[int, ManifestContent], list[DataFile]] = defaultdict(list)
         for data_file in added:
-            by_spec[data_file.spec_id].append(data_file)
+            by_spec[(data_file.spec_id, _manifest_content(data_file))].append(data_file)
         manifests = []
-        for spec_id, files in by_spec.items():
-            with self._new_writer(spec_id) as writer:
+        for (spec_id, content), files in by_spec.items():
+            with self._new_writer(spec_id, content) as writer:
                 for data_file in files:
                     writer.add(
                         ManifestEntry.from_args(
@@ -214,21 +222,23 @@ class _Producer:
             manifests.append(writer.to_manifest_file())
         return manifests
 
-    def _carried_manifests(self, removed: set[str], scope: BooleanExpression) -> list[ManifestFile]:
-        """The parent's manifests, those holding removed files rewritten with them deleted."""
+    def _carried_manifests(
+        self, removed: dict[str, ManifestContent], scope: BooleanExpression
+    ) -> list[ManifestFile]:
+        """The parent's manifests, those holding removed files rewritten with them deleted.
+
+        ``removed`` maps each removed path to the manifest content it is listed in.
+        """
         if self.parent is None:
             if removed:
                 raise FilesGoneError(removed)
             return []
         may_hold = _manifest_filter(self.metadata, scope) if removed else None
+        contents = set(removed.values())
         carried = []
         found: set[str] = set()
         for manifest in self.parent.manifests(self.io):
-            if (
-                may_hold is None
-                or manifest.content != ManifestContent.DATA
-                or not may_hold(manifest)
-            ):
+            if may_hold is None or manifest.content not in contents or not may_hold(manifest):
                 carried.append(manifest)
                 continue
             entries = manifest.fetch_manifest_entry(self.io, discard_deleted=True)
@@ -238,15 +248,15 @@ class _Producer:
                 continue
             found.update(e.data_file.file_path for e in hits)
             carried.append(self._without(manifest, entries, removed))
-        if missing := removed - found:
+        if missing := set(removed) - found:
             self.discard()
             raise FilesGoneError(missing)
         return carried
 
     def _without(
-        self, manifest: ManifestFile, entries: list[ManifestEntry], removed: set[str]
+        self, manifest: ManifestFile, entries: list[ManifestEntry], removed: dict[str, Any]
     ) -> ManifestFile:
-        with self._new_writer(manifest.partition_spec_id) as writer:
+        with self._new_writer(manifest.partition_spec_id, manifest.content) as writer:
             for entry in entries:
                 if entry.data_file.file_path in removed:
                     writer.delete(entry)
@@ -324,6 +334,13 @@ class _Producer:
             previous_summary=self.parent.summary if self.parent else None,
         )
         return Summary(change.operation, **summary.additional_properties)
+
+
+def _manifest_content(content_file: DataFile) -> ManifestContent:
+    """The content of the manifests that list ``content_file``: data, or deletes."""
+    if content_file.content == DataFileContent.DATA:
+        return ManifestContent.DATA
+    return ManifestContent.DELETES
 
 
 def _manifest_filter(

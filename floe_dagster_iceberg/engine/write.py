@@ -35,6 +35,7 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.table.refs import MAIN_BRANCH
 from pyiceberg.table.snapshots import Operation, Snapshot
 from pyiceberg.types import DoubleType, FloatType
 
@@ -194,7 +195,9 @@ def stage_write(
     )
     staged.added_paths = frozenset(f.file_path for f in added)
     staged.commit = changes.with_snapshot(
-        produce_snapshot(planned, table.io, change, snapshot_properties)
+        produce_snapshot(
+            planned, table.io, change, snapshot_properties, config.branch or MAIN_BRANCH
+        )
     )
     staged.changed = True
     return staged
@@ -257,7 +260,9 @@ def stage_upsert(
         )
         staged.added_paths = frozenset(f.file_path for f in plan.added)
         staged.commit = changes.with_snapshot(
-            produce_snapshot(planned, table.io, change, snapshot_properties)
+            produce_snapshot(
+                planned, table.io, change, snapshot_properties, config.branch or MAIN_BRANCH
+            )
         )
     staged.changed = staged.changed or outcome.changed
     return staged
