@@ -23,6 +23,13 @@ PyIceberg name                              used for
                                             this process is kept by location (the files are
                                             immutable), so loading a table whose metadata
                                             did not move parses nothing
+``io.pyarrow._read_deletes``               the rows of a position-delete file (Parquet, ORC
+                                            or a Puffin deletion vector) per data file, as
+                                            PyIceberg's scan reads them
+``manifest.ManifestWriterV2._meta``         extended: PyIceberg 0.12 writes data manifests
+                                            only; a delete manifest is the same file with
+                                            ``content`` ``deletes`` in its Avro metadata and
+                                            manifest-list entry
 ==========================================  =================================================
 """
 
@@ -34,8 +41,10 @@ from typing import Any
 import pyarrow as pa
 from pyiceberg.expressions import BooleanExpression
 from pyiceberg.expressions.visitors import _InclusiveMetricsEvaluator, _StrictMetricsEvaluator
-from pyiceberg.io.pyarrow import ArrowProjectionVisitor, _get_parquet_writer_kwargs
-from pyiceberg.manifest import DataFile
+from pyiceberg.io import FileIO, OutputFile
+from pyiceberg.io.pyarrow import ArrowProjectionVisitor, _get_parquet_writer_kwargs, _read_deletes
+from pyiceberg.manifest import DataFile, ManifestContent, ManifestWriter, ManifestWriterV2
+from pyiceberg.partitioning import PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.serializers import FromInputFile, ToOutputFile
 from pyiceberg.table import Table, Transaction
@@ -52,6 +61,40 @@ SnapshotProducer = _SnapshotProducer
 def parquet_writer_options(properties: Properties) -> dict[str, Any]:
     """``pyarrow.parquet.ParquetWriter`` keyword arguments from the table's properties."""
     return _get_parquet_writer_kwargs(properties)
+
+
+class _DeleteManifestWriter(ManifestWriterV2):
+    """A format-version 2 manifest of delete files (position or equality)."""
+
+    def content(self) -> ManifestContent:
+        return ManifestContent.DELETES
+
+    @property
+    def _meta(self) -> dict[str, str]:
+        return {**super()._meta, "content": "deletes"}
+
+
+def write_delete_manifest(
+    format_version: int,
+    spec: PartitionSpec,
+    schema: Schema,
+    output_file: OutputFile,
+    snapshot_id: int,
+    avro_compression: Any,
+) -> ManifestWriter:
+    """A writer of a delete manifest, as ``pyiceberg.manifest.write_manifest`` is of a data one.
+
+    Delete files exist from format version 2 on; PyIceberg 0.12 writes manifests of version 2
+    at most, so any other version is refused.
+    """
+    if format_version != 2:
+        raise ValueError(f"Cannot write a delete manifest for table version: {format_version}")
+    return _DeleteManifestWriter(spec, schema, output_file, snapshot_id, avro_compression)
+
+
+def read_position_deletes(io: FileIO, delete_file: DataFile) -> dict[str, pa.ChunkedArray]:
+    """The deleted row positions of a position-delete file, per data file path."""
+    return _read_deletes(io, delete_file)
 
 
 def file_may_hold(schema: Schema, expression: BooleanExpression) -> Callable[[DataFile], bool]:
