@@ -7,7 +7,8 @@ It loads the customer dimension, backfills seven days of events through staging 
 backfill of the ``daily_events`` job, one run per day, launched with ``dagster job backfill``
 and run by a ``dagster-daemon`` the demo starts and stops) into the date x region fact and its
 aggregate, upserts three weekly CRM exports into the dimension, reads the dimension back at a
-tag (time travel), then compacts and expires snapshots and shows what that freed.
+tag (time travel), mirrors the CRM's customers from two batches of its change feed (inserts,
+updates, deletes, late changes), then compacts and expires snapshots and shows what that freed.
 
 Runs are recorded in the demo's Dagster instance (``DAGSTER_HOME``, default ``.dagster_home``)
 so the Dagster UI shows them afterwards. Re-running starts from empty tables AND an empty run
@@ -326,6 +327,35 @@ class Demo:
             _say(f"   {name:<30} {count:>6} {snapshots:>10} {files:>11} {_size(size):>9}")
 
 
+def _change_data_capture(demo: Demo) -> None:
+    """Apply the CRM change feed's batches to ``crm.customers`` (one run each) and report."""
+    from example_project import data
+
+    _say(
+        "4. Change data capture: the CRM change feed upserted into crm.customers (op 'D' "
+        "deletes, the newest lsn wins)"
+    )
+    for batch in range(1, data.CRM_BATCHES + 1):
+        result = demo.materialize(
+            [demo.assets.CRM_CUSTOMERS],
+            run_config={"ops": {"crm__customers": {"config": {"batch": batch}}}},
+        )
+        (event,) = result.get_asset_materialization_events()
+        metadata = event.materialization.metadata
+        inserted, updated, removed, unchanged = (
+            metadata[f"iceberg/rows_{k}"].value
+            for k in ("inserted", "updated", "removed", "unchanged")
+        )
+        _say(
+            f"   batch {batch}, {data.crm_changes(batch).num_rows} changes: {inserted} inserted, "
+            f"{updated} updated, {removed} removed, {unchanged} unchanged"
+        )
+    _say(
+        f"   crm.customers: {demo.manager.count('crm.customers')} customers (unchanged: a late "
+        "change, older than the row it would replace)"
+    )
+
+
 def main() -> int:
     warnings.filterwarnings("ignore")  # beta/preview notices of Dagster APIs the example uses
     started = time.monotonic()
@@ -402,11 +432,12 @@ def _run(demo: Demo, started: float) -> int:
         f"   time travel: vs the 'baseline' tag, {new} new customers and "
         f"{len(changes) - new} tier changes (marts.customer_tier_changes)"
     )
+    _change_data_capture(demo)
     _say()
 
     before = demo.table_rows()
     disk_before = _disk_usage(warehouse)
-    _say(f"4. Maintenance: job {MAINTENANCE_JOB} (compaction, manifest rewrite, snapshot expiry,")
+    _say(f"5. Maintenance: job {MAINTENANCE_JOB} (compaction, manifest rewrite, snapshot expiry,")
     _say("   orphan cleanup), told to keep only each table's newest snapshot for the demo")
     job = demo.defs.resolve_job_def(MAINTENANCE_JOB)
     maintained = job.execute_in_process(

@@ -9,6 +9,7 @@ exactly what the tables hold.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -65,6 +66,7 @@ class Lakehouse:
         partition_key: str | None = None,
         partition_range: tuple[str, str] | None = None,
         export_date: str | None = None,
+        op_config: dict[str, dict[str, Any]] | None = None,
     ) -> dg.ExecuteInProcessResult:
         tags = (
             {
@@ -77,6 +79,9 @@ class Lakehouse:
         run_config: dict[str, Any] = dict(QUIET)
         if export_date:
             run_config["ops"] = {"dim__customers": {"config": {"export_date": export_date}}}
+        if op_config:
+            ops = {op: {"config": config} for op, config in op_config.items()}
+            run_config["ops"] = {**run_config.get("ops", {}), **ops}
         result = dg.materialize(
             assets.all_assets,
             selection=selection,
@@ -202,6 +207,63 @@ def test_every_asset_kind_materializes_with_rows_per_partition(lakehouse: Lakeho
     assert {c["customer_id"] for c in changes if c["change"] == "new"} == inserted
     assert {c["customer_id"] for c in changes if c["change"] == "tier_change"} == updated
     assert all(c["tier_before"] == before[c["customer_id"]] for c in changes if c["tier_before"])
+
+
+def _replayed_log(changes: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """The CRM table as its database holds it: every change applied one by one in lsn order."""
+    rows: dict[int, dict[str, Any]] = {}
+    for change in sorted(changes, key=lambda c: c["lsn"]):
+        if change["op"] == "D":
+            rows.pop(change["customer_id"], None)
+        else:
+            rows[change["customer_id"]] = change
+    return rows
+
+
+def test_change_feed_mirror_holds_the_rows_of_the_replayed_log(lakehouse: Lakehouse) -> None:
+    """Each batch of the CRM feed, upserted with deletes and versions, leaves crm.customers
+    exactly as replaying every change delivered so far in log order; late changes and a
+    replayed batch change nothing."""
+    delivered: list[dict[str, Any]] = []
+    stored: dict[int, dict[str, Any]] = {}
+    for batch in range(1, data.CRM_BATCHES + 1):
+        changes = data.crm_changes(batch).to_pylist()
+        delivered += changes
+        result = lakehouse.materialize(
+            [assets.CRM_CUSTOMERS], op_config={"crm__customers": {"batch": batch}}
+        )
+        before, stored = (
+            stored,
+            {r["customer_id"]: r for r in lakehouse.scan("crm.customers").to_pylist()},
+        )
+        assert stored == _replayed_log(delivered), batch
+
+        (meta,) = _metadata(result, assets.CRM_CUSTOMERS)
+        kept = set(before) & set(stored)
+        touched = {c["customer_id"] for c in changes}
+        assert meta["iceberg/rows_inserted"] == len(set(stored) - set(before))
+        assert meta["iceberg/rows_removed"] == len(set(before) - set(stored))
+        assert meta["iceberg/rows_updated"] == sum(stored[k] != before[k] for k in kept)
+        assert meta["iceberg/rows_unchanged"] == sum(stored[k] == before[k] for k in kept & touched)
+        assert meta["dagster/row_count"] == len(stored)
+
+    # The last batch updated, inserted and deleted rows, and its late changes (older than the
+    # stored row) left their rows as they were.
+    assert min(meta[f"iceberg/rows_{k}"] for k in ("updated", "inserted", "removed")) > 0
+    late = [c for c in changes if c["lsn"] < before.get(c["customer_id"], c)["lsn"]]
+    assert late
+    assert all(stored[c["customer_id"]] == before[c["customer_id"]] for c in late)
+    assert meta["iceberg/rows_unchanged"] > 0
+
+    # At-least-once delivery: the same batch again changes nothing and commits nothing.
+    snapshots = len(lakehouse.manager.snapshots("crm.customers"))
+    again = lakehouse.materialize(
+        [assets.CRM_CUSTOMERS], op_config={"crm__customers": {"batch": data.CRM_BATCHES}}
+    )
+    (meta,) = _metadata(again, assets.CRM_CUSTOMERS)
+    assert [meta[f"iceberg/rows_{k}"] for k in ("updated", "inserted", "removed")] == [0, 0, 0]
+    assert len(lakehouse.manager.snapshots("crm.customers")) == snapshots
+    assert {r["customer_id"]: r for r in lakehouse.scan("crm.customers").to_pylist()} == stored
 
 
 def test_assets_are_described_owned_grouped_and_kinded() -> None:
@@ -348,6 +410,25 @@ def test_demo_command_reports_tables_maintenance_and_the_ui(demo: DemoTwice) -> 
         assert expected in out, out
     assert (demo.dagster_home / "dagster.yaml").exists()
     print(f"\nthe README's commands and a second demo run took {demo.seconds:.1f} s")
+
+
+@pytest.mark.slow
+def test_demo_mirrors_the_crm_change_feed(demo: DemoTwice) -> None:
+    """The demo applies every batch of the CRM feed: its mirror holds the replayed log."""
+    manager = IcebergCatalogResource(
+        catalog=EmbeddedCatalogConfig(home=str(demo.iceberg_home))
+    ).get_manager()
+    changes = [c for b in range(1, data.CRM_BATCHES + 1) for c in data.crm_changes(b).to_pylist()]
+    mirror = {r["customer_id"]: r for r in manager.scan("crm.customers").to_pylist()}
+    assert mirror == _replayed_log(changes)
+    assert demo.rerun is not None
+    reported = re.findall(r"batch (\d+), (\d+) changes: .* (\d+) removed", demo.rerun.output)
+    assert [int(b) for b, _, _ in reported] == list(range(1, data.CRM_BATCHES + 1))
+    assert [int(n) for _, n, _ in reported] == [
+        data.crm_changes(b).num_rows for b in range(1, data.CRM_BATCHES + 1)
+    ]
+    assert sum(int(r) for _, _, r in reported) > 0
+    assert f"crm.customers: {len(mirror)} customers" in demo.rerun.output
 
 
 @pytest.mark.slow
