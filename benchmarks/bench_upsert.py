@@ -14,12 +14,21 @@ a. 1M-row table in 10 identity partitions; upsert 50k rows into one partition, h
 b. 100k-row unpartitioned table; upsert all 100k rows, every one with changed values.
 c. 100k-row unpartitioned table keyed on two columns (long, string); upsert 1k existing keys
    with changed values.
+d. Change data capture, next to the plain upsert: case a's table with a version column ``lsn``
+   and an operation column ``op``, and one 50k-row change batch into one partition: of its 25k
+   matched keys 80% are newer updates, 10% deletes (``op = 'D'``) and 10% late updates older
+   than the stored row; 25k inserts. ``floe upsert`` merges the batch as plain rows (every
+   matched row replaced, the deletes written as rows); ``floe CDC upsert`` applies it with
+   ``ChangeCapture(delete_column="op", version_column="lsn")``: the newest change per key,
+   deletes, and the version comparison that leaves the late rows alone. Both take the same
+   Arrow table (one change per key, so the plain upsert accepts it too).
 
 Usage::
 
     python benchmarks/bench_upsert.py            # full size, prints a markdown table
     python benchmarks/bench_upsert.py --smoke    # tiny sizes, seconds
     python benchmarks/bench_upsert.py --cases b,c --repeat 3 --b-rows 200000
+    python benchmarks/bench_upsert.py --cases d --repeat 3   # CDC next to the plain upsert
 
 Results are written to ``benchmarks/results/upsert-<date>.json``.
 """
@@ -44,8 +53,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work"
 RESULTS = HERE / "results"
-ENGINES = ("ours", "pyiceberg")
-ENGINE_LABELS = {"ours": "floe upsert", "pyiceberg": "Table.upsert"}
+ENGINES = ("ours", "pyiceberg", "cdc")
+ENGINE_LABELS = {"ours": "floe upsert", "pyiceberg": "Table.upsert", "cdc": "floe CDC upsert"}
+CASES = ("a", "b", "c", "d")
+CASE_ENGINES = {"a": ("ours", "pyiceberg"), "b": ("ours", "pyiceberg"), "c": ("ours", "pyiceberg")}
+CASE_ENGINES["d"] = ("ours", "cdc")
+"""The engines a case runs by default: the CDC case compares the two floe upserts."""
+PARTITIONED = ("a", "d")
 TABLE = ("bench", "target")
 
 
@@ -74,6 +88,12 @@ def describe(case: str, sizes: Sizes) -> str:
         )
     if case == "b":
         return f"{sizes.b_rows:,} rows; all {sizes.b_rows:,} matched with changes"
+    if case == "d":
+        return (
+            f"{sizes.a_rows:,} rows, {sizes.a_partitions} partitions; a {sizes.a_upsert:,}-row "
+            "change batch into one partition: half matched (80% newer updates, 10% deletes, "
+            "10% late updates), half inserts"
+        )
     return f"{sizes.c_rows:,} rows; {sizes.c_upsert:,} rows on a two-column key"
 
 
@@ -87,7 +107,7 @@ def base_table(case: str, sizes: Sizes):
     import pyarrow as pa
 
     rng = np.random.default_rng(sizes.seed)
-    n = {"a": sizes.a_rows, "b": sizes.b_rows, "c": sizes.c_rows}[case]
+    n = {"a": sizes.a_rows, "b": sizes.b_rows, "c": sizes.c_rows, "d": sizes.a_rows}[case]
     ids = np.arange(n, dtype=np.int64)
     columns = {}
     if case == "c":
@@ -95,7 +115,7 @@ def base_table(case: str, sizes: Sizes):
         columns["k2"] = pa.array([f"s{i % 10:02d}" for i in range(n)], pa.string())
     else:
         columns["id"] = pa.array(ids)
-    if case == "a":
+    if case in PARTITIONED:
         columns["part"] = pa.array([f"p{i}" for i in ids % sizes.a_partitions], pa.string())
     columns["name"] = pa.array([f"name-{i}" for i in rng.integers(0, 1_000_000, n)], pa.string())
     columns["qty"] = pa.array(rng.integers(0, 1_000, n), pa.int64())
@@ -104,7 +124,15 @@ def base_table(case: str, sizes: Sizes):
         np.datetime64("2026-01-01T00:00:00", "us")
         + rng.integers(0, 10**12, n).astype("timedelta64[us]")
     )
+    if case == "d":
+        # Every stored row came from an insert at some position of the source's log.
+        columns["lsn"] = pa.array(_LSN_BASE + ids)
+        columns["op"] = pa.array(np.full(n, "I", dtype=object), pa.string())
     return pa.table(columns)
+
+
+_LSN_BASE = 10_000_000
+"""Log positions of the table's rows start here; newer changes come after all of them."""
 
 
 def upsert_input(case: str, sizes: Sizes, base):
@@ -113,6 +141,8 @@ def upsert_input(case: str, sizes: Sizes, base):
     import pyarrow.compute as pc
 
     rng = np.random.default_rng(sizes.seed + 1)
+    if case == "d":
+        return change_batch(sizes, base)
     if case == "a":
         partition = f"p{sizes.a_partitions // 2 - 2 if sizes.a_partitions > 3 else 0}"
         in_partition = base.filter(pc.equal(base.column("part"), partition))
@@ -137,6 +167,46 @@ def upsert_input(case: str, sizes: Sizes, base):
         return _change(base, rng), ["id"], None
     picks = np.sort(rng.choice(base.num_rows, sizes.c_upsert, replace=False))
     return _change(base.take(pa.array(picks)), rng), ["k1", "k2"], None
+
+
+def change_batch(sizes: Sizes, base):
+    """Case d's change batch: case a's input with ``op`` and ``lsn``, and the counts each engine
+    must report (a run that reports others fails)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    plain = base.drop_columns(["lsn", "op"])
+    data, join_cols, partition = upsert_input("a", sizes, plain)
+    rng = np.random.default_rng(sizes.seed + 2)
+    stored = base.filter(pc.is_in(base.column("id"), value_set=data.column("id")))
+    stored_lsn = dict(
+        zip(stored.column("id").to_pylist(), stored.column("lsn").to_pylist(), strict=True)
+    )
+    matched = np.array([i in stored_lsn for i in data.column("id").to_pylist()])
+    roles = np.full(data.num_rows, "insert", dtype=object)
+    draw = rng.random(data.num_rows)
+    roles[matched] = np.where(
+        draw[matched] < 0.8, "update", np.where(draw[matched] < 0.9, "delete", "late")
+    )
+    newer = _LSN_BASE * 2 + np.arange(data.num_rows, dtype=np.int64)
+    older = np.array([stored_lsn.get(i, 0) - 1 for i in data.column("id").to_pylist()])
+    lsn = np.where(roles == "late", older, newer)
+    op = np.where(roles == "delete", "D", np.where(roles == "insert", "I", "U"))
+    data = data.append_column("lsn", pa.array(lsn, pa.int64()))
+    data = data.append_column("op", pa.array(op.astype(object), pa.string()))
+    counts = {role: int((roles == role).sum()) for role in ("insert", "update", "delete", "late")}
+    n_matched = int(matched.sum())
+    expected = {
+        "ours": {"updated": n_matched, "inserted": counts["insert"], "removed": 0},
+        "cdc": {
+            "updated": counts["update"],
+            "inserted": counts["insert"],
+            "removed": counts["delete"],
+            "unchanged": counts["late"],
+        },
+    }
+    return data, join_cols, partition, expected
 
 
 def _change(table, rng):
@@ -173,7 +243,7 @@ def child_setup(case: str, sizes: Sizes, workdir: Path) -> dict:
     catalog = _catalog(workdir)
     catalog.create_namespace(TABLE[0])
     base = base_table(case, sizes)
-    if case == "a":
+    if case in PARTITIONED:
         from floe_dagster_iceberg.engine.types import arrow_to_iceberg_schema
 
         schema = arrow_to_iceberg_schema(base.schema)
@@ -194,11 +264,17 @@ def child_setup(case: str, sizes: Sizes, workdir: Path) -> dict:
     # not hold the generated base table and its peak memory is the upsert's own.
     import pyarrow.parquet as pq
 
-    data, join_cols, partition = upsert_input(case, sizes, base)
+    data, join_cols, partition, *expected = upsert_input(case, sizes, base)
     table = catalog.load_table(TABLE)
     pq.write_table(data.cast(table.schema().as_arrow()), workdir / "input.parquet")
     (workdir / "input.json").write_text(
-        json.dumps({"join_cols": join_cols, "partition": partition})
+        json.dumps(
+            {
+                "join_cols": join_cols,
+                "partition": partition,
+                "expected": expected[0] if expected else None,
+            }
+        )
     )
     return {"rows": table.scan().count(), "files": len(table.inspect.files())}
 
@@ -213,22 +289,31 @@ def child_run(case: str, sizes: Sizes, workdir: Path, engine: str) -> dict:
     join_cols, partition = spec["join_cols"], spec["partition"]
     table = catalog.load_table(TABLE)
     # Both engines run in processes with the same modules loaded, so peak memory compares.
-    from floe_dagster_iceberg.engine.config import UpsertScope
+    from floe_dagster_iceberg.engine.config import ChangeCapture, UpsertScope
     from floe_dagster_iceberg.engine.manager import IcebergTableManager
 
     baseline_rss = _current_rss_mib()
-    if engine == "ours":
+    if engine in ("ours", "cdc"):
         manager = IcebergTableManager(catalog)
         scope = EqualTo("part", partition) if partition is not None else UpsertScope.TABLE
+        cdc = ChangeCapture(delete_column="op", version_column="lsn") if engine == "cdc" else None
         started = time.perf_counter()
-        result = manager.upsert(TABLE, data, join_cols=join_cols, scope=scope)
+        result = manager.upsert(TABLE, data, join_cols=join_cols, scope=scope, change_capture=cdc)
         seconds = time.perf_counter() - started
-        counts = {"updated": result.rows_updated, "inserted": result.rows_inserted}
+        counts = {
+            "updated": result.rows_updated,
+            "inserted": result.rows_inserted,
+            "removed": result.rows_removed,
+            "unchanged": result.rows_unchanged,
+        }
     else:
         started = time.perf_counter()
         result = table.upsert(data, join_cols=join_cols)
         seconds = time.perf_counter() - started
         counts = {"updated": result.rows_updated, "inserted": result.rows_inserted}
+    expected = (spec.get("expected") or {}).get(engine)
+    if expected is not None and {k: counts[k] for k in expected} != expected:
+        raise SystemExit(f"case {case} {engine}: counted {counts}, expected {expected}")
     final = catalog.load_table(TABLE)
     return {
         "seconds": seconds,
@@ -309,9 +394,12 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for a quick check")
-    parser.add_argument("--cases", default="a,b,c", help="comma-separated subset of a,b,c")
+    parser.add_argument("--cases", default="a,b,c,d", help="comma-separated subset of a,b,c,d")
     parser.add_argument(
-        "--engines", default=",".join(ENGINES), help="comma-separated subset of ours,pyiceberg"
+        "--engines",
+        default=None,
+        help="comma-separated subset of ours,pyiceberg,cdc (default: ours,pyiceberg for a-c, "
+        "ours,cdc for d)",
     )
     parser.add_argument(
         "--repeat", type=int, default=1, help="runs per case and engine (median is reported)"
@@ -328,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
             f"--{key.replace('_', '-')}", type=int, default=None, help=f"default {value:,}"
         )
     parser.add_argument("--child", choices=("setup", "run"), help=argparse.SUPPRESS)
-    parser.add_argument("--case", choices=("a", "b", "c"), help=argparse.SUPPRESS)
+    parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)
     parser.add_argument("--engine", choices=ENGINES, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -345,19 +433,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    chosen = [e.strip() for e in args.engines.split(",") if e.strip()] if args.engines else None
     WORK.mkdir(exist_ok=True)
     rows = []
     for case in cases:
+        engines = [e for e in (chosen or CASE_ENGINES[case]) if e != "cdc" or case == "d"]
         runs: dict[str, list[dict]] = {engine: [] for engine in engines}
-        for _ in range(args.repeat):
-            for engine in engines:
+        for repeat in range(args.repeat):
+            # The order rotates every repeat, so no engine always runs first.
+            shift = repeat % len(engines)
+            for engine in engines[shift:] + engines[:shift]:
                 runs[engine].append(measure(case, engine, sizes, args.keep))
                 last = runs[engine][-1]
                 print(
-                    f"case {case} {ENGINE_LABELS[engine]:>13}: {last['seconds']:.3f} s, "
+                    f"case {case} {ENGINE_LABELS[engine]:>15}: {last['seconds']:.3f} s, "
                     f"peak RSS {last['peak_rss_mib']:.0f} MiB, updated {last['updated']}, "
-                    f"inserted {last['inserted']}",
+                    f"inserted {last['inserted']}, removed {last.get('removed', 0)}",
                     file=sys.stderr,
                 )
         summary = {
@@ -365,14 +456,16 @@ def main(argv: list[str] | None = None) -> int:
                 "seconds": statistics.median(r["seconds"] for r in results),
                 "peak_rss_mib": max(r["peak_rss_mib"] for r in results),
                 "baseline_rss_mib": statistics.median(r["baseline_rss_mib"] for r in results),
-                "updated": results[-1]["updated"],
-                "inserted": results[-1]["inserted"],
-                "rows_after": results[-1]["rows_after"],
+                **{
+                    key: results[-1][key]
+                    for key in ("updated", "inserted", "removed", "unchanged", "rows_after")
+                    if key in results[-1]
+                },
                 "runs": results,
             }
             for engine, results in runs.items()
         }
-        if len(engines) == 2:
+        if "ours" in summary and "pyiceberg" in summary:
             ours, theirs = summary["ours"], summary["pyiceberg"]
             for key in ("updated", "inserted", "rows_after"):
                 if ours[key] != theirs[key]:
@@ -381,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
         rows.append({"case": case, "description": describe(case, sizes), **summary})
 
-    print(_markdown(rows, engines))
+    print(_markdown(rows))
     output = args.output or RESULTS / f"upsert-{date.today().isoformat()}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(_report(rows, sizes, args), indent=2, default=str) + "\n")
@@ -389,16 +482,32 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _markdown(rows: list[dict], engines: list[str]) -> str:
-    both = len(engines) == 2
+def _markdown(rows: list[dict]) -> str:
+    """One table per set of engines: floe against ``Table.upsert`` (speed-up), and the CDC
+    upsert next to the plain one (its time as a multiple of the plain upsert's)."""
+    groups: dict[tuple[str, ...], list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(e for e in ENGINES if e in row), []).append(row)
+    tables = [_markdown_table(engines, group) for engines, group in groups.items()]
+    return "\n\n".join(tables)
+
+
+def _markdown_table(engines: tuple[str, ...], rows: list[dict]) -> str:
+    ratio = None
+    if {"ours", "pyiceberg"} <= set(engines):
+        ratio = ("speed-up", "pyiceberg", "ours")
+    elif {"ours", "cdc"} <= set(engines):
+        ratio = ("CDC / plain", "cdc", "ours")
     header = ["case", "workload"]
     for engine in engines:
         header += [
             f"{ENGINE_LABELS[engine]} (s)",
             f"{ENGINE_LABELS[engine]} peak RSS MiB (+ over start)",
         ]
-    if both:
-        header.append("speed-up")
+    if ratio:
+        header.append(ratio[0])
+    if "cdc" in engines:
+        header.append("CDC rows updated / removed / unchanged / inserted")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row["case"], row["description"]]
@@ -406,8 +515,14 @@ def _markdown(rows: list[dict], engines: list[str]) -> str:
             result = row[engine]
             growth = result["peak_rss_mib"] - result["baseline_rss_mib"]
             cells += [f"{result['seconds']:.2f}", f"{result['peak_rss_mib']:.0f} (+{growth:.0f})"]
-        if both:
-            cells.append(f"{row['pyiceberg']['seconds'] / row['ours']['seconds']:.1f}x")
+        if ratio:
+            digits = 1 if ratio[1] == "pyiceberg" else 2
+            cells.append(f"{row[ratio[1]]['seconds'] / row[ratio[2]]['seconds']:.{digits}f}x")
+        if "cdc" in engines:
+            cdc = row["cdc"]
+            cells.append(
+                " / ".join(f"{cdc[k]:,}" for k in ("updated", "removed", "unchanged", "inserted"))
+            )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
