@@ -370,6 +370,7 @@ def measure(case: str, engine: str, sizes: Sizes, keep: bool) -> dict:
         setup, _ = _spawn(
             ["--child", "setup", "--case", case, "--workdir", str(workdir), *_size_args(sizes)]
         )
+        load = os.getloadavg()[0]
         run, peak = _spawn(
             [
                 "--child",
@@ -386,7 +387,13 @@ def measure(case: str, engine: str, sizes: Sizes, keep: bool) -> dict:
     finally:
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    return {**run, "peak_rss_mib": peak, "table_rows": setup["rows"], "table_files": setup["files"]}
+    return {
+        **run,
+        "peak_rss_mib": peak,
+        "table_rows": setup["rows"],
+        "table_files": setup["files"],
+        "load_average_1m": load,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
