@@ -49,6 +49,11 @@ from floe_dagster_iceberg.engine.config import (
     WriteResult,
 )
 from floe_dagster_iceberg.engine.identifiers import table_identifier
+from floe_dagster_iceberg.engine.maintenance import spark as spark_maintenance
+from floe_dagster_iceberg.engine.maintenance.engines import (
+    MaintenanceEngineConfig,
+    SparkEngineConfig,
+)
 from floe_dagster_iceberg.engine.outages import connection_error
 from floe_dagster_iceberg.engine.partitioning import (
     build_partition_spec,
@@ -79,6 +84,7 @@ if TYPE_CHECKING:
 
     from floe_dagster_iceberg.engine.maintenance import (
         CompactionResult,
+        DanglingDeletesResult,
         ExpireSnapshotsResult,
         OrphanFilesResult,
         RewriteManifestsResult,
@@ -551,13 +557,20 @@ class IcebergTableManager:
         return table if isinstance(table, Table) else self.load_table(table)
 
     def count(self, table: TableRef, row_filter: BooleanExpression | None = None) -> int:
-        """Number of rows in the table, or in the slice ``row_filter`` selects."""
+        """Number of rows in the table, or in the slice ``row_filter`` selects.
+
+        The whole table's rows come from the snapshot summary's ``total-records`` (no scan)
+        unless merge-on-read delete files are live: that total counts the rows of data files,
+        deleted ones included, so the table is then counted by a scan that applies the deletes.
+        """
         loaded = table if isinstance(table, Table) else self.load_table(table)
         snapshot = loaded.current_snapshot()
         if snapshot is None:
             return 0
-        total = snapshot.summary.get("total-records") if snapshot.summary else None
-        if row_filter is None and total is not None:
+        summary = snapshot.summary
+        total = summary.get("total-records") if summary else None
+        deletes = summary.get("total-delete-files") if summary else None
+        if row_filter is None and total is not None and deletes in (None, "0"):
             return int(total)
         with self._reaching(f"counting rows of table '{'.'.join(loaded.name())}'"):
             return loaded.scan(
@@ -691,10 +704,26 @@ class IcebergTableManager:
         target_file_size_bytes: int | None = None,
         min_input_files: int = 2,
         partition_filter: BooleanExpression | None = None,
+        engine: MaintenanceEngineConfig | None = None,
     ) -> CompactionResult:
         """Bin-pack small files per partition in one commit, up to ``target_file_size_bytes``
         (default: the table's ``write.target-file-size-bytes``); see
-        :mod:`floe_dagster_iceberg.engine.maintenance.compaction`."""
+        :mod:`floe_dagster_iceberg.engine.maintenance.compaction`. ``engine``: where it runs
+        (default: here; :class:`SparkEngineConfig`: Spark's ``rewrite_data_files``)."""
+        if isinstance(engine, SparkEngineConfig):
+            return self._maintain(
+                "compact",
+                "compacting",
+                table,
+                lambda loaded: spark_maintenance.compact(
+                    self.catalog,
+                    loaded,
+                    engine,
+                    target_file_size_bytes=target_file_size_bytes,
+                    min_input_files=min_input_files,
+                    partition_filter=partition_filter,
+                ),
+            )
         return self._maintain(
             "compact",
             "compacting",
@@ -714,9 +743,20 @@ class IcebergTableManager:
         table: TableRef,
         older_than: datetime | timedelta | None = None,
         retain_last: int | None = None,
+        engine: MaintenanceEngineConfig | None = None,
     ) -> ExpireSnapshotsResult:
         """Expire old snapshots and delete the files only they referenced; defaults: the table's
-        ``history.expire.*`` properties (Iceberg's: 5 days, 1 snapshot)."""
+        ``history.expire.*`` properties (Iceberg's: 5 days, 1 snapshot). ``engine``: where it
+        runs (default: here; :class:`SparkEngineConfig`: Spark's ``expire_snapshots``)."""
+        if isinstance(engine, SparkEngineConfig):
+            return self._maintain(
+                "expire",
+                "expiring snapshots of",
+                table,
+                lambda loaded: spark_maintenance.expire_snapshots(
+                    self.catalog, loaded, engine, older_than=older_than, retain_last=retain_last
+                ),
+            )
         return self._maintain(
             "expire",
             "expiring snapshots of",
@@ -735,8 +775,19 @@ class IcebergTableManager:
         table: TableRef,
         older_than: timedelta = maintenance.DEFAULT_ORPHAN_AGE,
         dry_run: bool = False,
+        engine: MaintenanceEngineConfig | None = None,
     ) -> OrphanFilesResult:
-        """Delete files under the table location that no metadata references."""
+        """Delete files under the table location that no metadata references. ``engine``: where
+        it runs (default: here; :class:`SparkEngineConfig`: Spark's ``remove_orphan_files``)."""
+        if isinstance(engine, SparkEngineConfig):
+            return self._maintain(
+                "remove_orphans",
+                "removing orphan files of",
+                table,
+                lambda loaded: spark_maintenance.remove_orphan_files(
+                    self.catalog, loaded, engine, older_than=older_than, dry_run=dry_run
+                ),
+            )
         return self._maintain(
             "remove_orphans",
             "removing orphan files of",
@@ -746,8 +797,30 @@ class IcebergTableManager:
             ),
         )
 
-    def rewrite_manifests(self, table: TableRef) -> RewriteManifestsResult:
-        """Rewrite the current snapshot's manifests into few, well-clustered ones."""
+    def remove_dangling_deletes(self, table: TableRef) -> DanglingDeletesResult:
+        """Remove the merge-on-read delete files that apply to no live data file, in one
+        ``replace`` snapshot; see :mod:`floe_dagster_iceberg.engine.maintenance.dangling`."""
+        return self._maintain(
+            "remove_dangling_deletes",
+            "removing dangling delete files of",
+            table,
+            lambda loaded: maintenance.remove_dangling_deletes(
+                self.catalog, loaded, retry=self.retry
+            ),
+        )
+
+    def rewrite_manifests(
+        self, table: TableRef, engine: MaintenanceEngineConfig | None = None
+    ) -> RewriteManifestsResult:
+        """Rewrite the current snapshot's manifests into few, well-clustered ones. ``engine``:
+        where it runs (default: here; :class:`SparkEngineConfig`: Spark's ``rewrite_manifests``)."""
+        if isinstance(engine, SparkEngineConfig):
+            return self._maintain(
+                "rewrite_manifests",
+                "rewriting manifests of",
+                table,
+                lambda loaded: spark_maintenance.rewrite_manifests(self.catalog, loaded, engine),
+            )
         return self._maintain(
             "rewrite_manifests",
             "rewriting manifests of",
@@ -758,7 +831,8 @@ class IcebergTableManager:
     def table_health(
         self, table: TableRef, small_file_threshold_bytes: int | None = None
     ) -> TableHealth:
-        """Storage metrics: files, bytes, small files, partitions, rows, snapshots, manifests."""
+        """Storage metrics: files, bytes, small files, partitions, rows net of deletes, delete
+        files, snapshots, manifests."""
         return self._maintain(
             "health",
             "measuring the health of",

@@ -45,7 +45,9 @@ __all__ = [
     "POSITION_DELETE_SCHEMA",
     "POS_FIELD_ID",
     "commit_delete_files",
+    "data_file_paths",
     "equality_delete_file",
+    "ids_at",
     "live_files",
     "position_delete_file",
     "write_equality_deletes",
@@ -71,6 +73,31 @@ def live_files(table: Table) -> dict[str, DataFile]:
         for manifest in snapshot.manifests(table.io)
         for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True)
     }
+
+
+def data_file_paths(table: Table, partition: object | None = None) -> list[str]:
+    """The live data files, oldest first (by sequence number, then path); with ``partition``,
+    only those whose first partition value it is."""
+    snapshot = table.current_snapshot()
+    if snapshot is None:
+        return []
+    entries = [
+        entry
+        for manifest in snapshot.manifests(table.io)
+        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True)
+        if entry.data_file.content == DataFileContent.DATA
+        and (partition is None or entry.data_file.partition[0] == partition)
+    ]
+    entries.sort(key=lambda e: (e.sequence_number or 0, e.data_file.file_path))
+    return [e.data_file.file_path for e in entries]
+
+
+def ids_at(table: Table, path: str, positions: Iterable[int] | None = None) -> list[int]:
+    """The ``id`` values of the rows at ``positions`` (all rows when None) of one data file,
+    read from the file itself (deletes not applied)."""
+    with table.io.new_input(path).open() as stream:
+        ids = pq.read_table(stream, columns=["id"])["id"].to_pylist()
+    return ids if positions is None else [ids[p] for p in positions]
 
 
 def _write_parquet(

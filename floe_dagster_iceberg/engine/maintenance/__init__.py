@@ -17,10 +17,13 @@ atomic catalog commit and concurrent writers are detected instead of overwritten
   references, guarded by an age threshold so in-flight writes are never touched.
 - :func:`~.manifests.rewrite_manifests` rewrites the current snapshot's data manifests into few
   manifests clustered by partition.
-- :func:`~.health.table_health` reports storage metrics.
+- :func:`~.dangling.remove_dangling_deletes` removes the merge-on-read delete files that apply
+  to no live data file any more, in one ``replace`` snapshot.
+- :func:`~.health.table_health` reports storage metrics, rows net of deletes.
 
 :mod:`.results` holds the result models, :mod:`.files` what expiry and orphan removal share
-(which files metadata reaches, listing, deleting). Each operation takes the catalog (to reload
+(which files metadata reaches, listing, deleting), :mod:`.deletes` which delete files apply to
+which data files (health, compaction and dangling-delete removal share it). Each operation takes the catalog (to reload
 the table and to commit) and the table; the ones that commit also take a
 :class:`~floe_dagster_iceberg.engine.config.RetryPolicy` (unset fields: the table's
 ``commit.retry.*`` properties). :class:`~floe_dagster_iceberg.engine.manager.IcebergTableManager`
@@ -28,12 +31,14 @@ calls them from its methods (``manager.compact("sales.orders")``).
 """
 
 from floe_dagster_iceberg.engine.maintenance.compaction import compact
+from floe_dagster_iceberg.engine.maintenance.dangling import remove_dangling_deletes
 from floe_dagster_iceberg.engine.maintenance.expiry import expire_snapshots
 from floe_dagster_iceberg.engine.maintenance.health import small_file_threshold, table_health
 from floe_dagster_iceberg.engine.maintenance.manifests import rewrite_manifests
 from floe_dagster_iceberg.engine.maintenance.orphans import DEFAULT_ORPHAN_AGE, remove_orphan_files
 from floe_dagster_iceberg.engine.maintenance.results import (
     CompactionResult,
+    DanglingDeletesResult,
     ExpireSnapshotsResult,
     OrphanFilesResult,
     PartitionCompaction,
@@ -45,6 +50,7 @@ from floe_dagster_iceberg.engine.maintenance.results import (
 __all__ = [
     "DEFAULT_ORPHAN_AGE",
     "CompactionResult",
+    "DanglingDeletesResult",
     "ExpireSnapshotsResult",
     "OrphanFilesResult",
     "PartitionCompaction",
@@ -53,6 +59,7 @@ __all__ = [
     "TableHealth",
     "compact",
     "expire_snapshots",
+    "remove_dangling_deletes",
     "remove_orphan_files",
     "rewrite_manifests",
     "small_file_threshold",

@@ -5,6 +5,13 @@ A file is small below 75% of the target file size, which is the table's
 ``rewrite_data_files`` does). A concurrent write to a partition being compacted fails
 validation; that partition is re-planned (its new rows are then compacted too) and, if writers
 keep landing there, skipped and reported.
+
+Merge-on-read deletes other engines wrote (:mod:`.deletes`): a small file with position deletes
+is rewritten without its deleted rows, and the position-delete files that only deleted rows of
+rewritten files are removed in the same snapshot (the new files have a newer sequence number, so
+they would not apply anyway); position-delete files that also delete rows of files not rewritten
+are kept. Files that equality deletes apply to are left as they are: PyIceberg cannot apply
+equality deletes, and a rewritten file, being newer than them, would bring their rows back.
 """
 
 from __future__ import annotations
@@ -26,8 +33,8 @@ from pyiceberg.exceptions import (
 )
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression
 from pyiceberg.manifest import DataFile
-from pyiceberg.table import Table
-from pyiceberg.table.snapshots import Operation
+from pyiceberg.table import FileScanTask, ManifestGroupPlanner, Table
+from pyiceberg.table.snapshots import Operation, ancestors_of
 from pyiceberg.table.sorting import NullOrder, SortDirection
 from pyiceberg.table.update import AssertTableUUID
 from pyiceberg.transforms import IdentityTransform
@@ -37,6 +44,7 @@ from floe_dagster_iceberg.engine import properties as props
 from floe_dagster_iceberg.engine.attempt import PendingCommit, delete_quietly, send
 from floe_dagster_iceberg.engine.config import RetryPolicy
 from floe_dagster_iceberg.engine.data_files import write_data_files
+from floe_dagster_iceberg.engine.maintenance.deletes import DeleteIndex, LiveFile
 from floe_dagster_iceberg.engine.maintenance.files import reload
 from floe_dagster_iceberg.engine.maintenance.results import (
     MAINTENANCE_ID_PROPERTY,
@@ -79,16 +87,34 @@ class _Bin:
     spec_id: int
     partition: Record
     files: list[DataFile]
+    deletes: dict[str, list[LiveFile]] = field(default_factory=dict)
+    """Position-delete files of each rewritten file, applied when it is read."""
+    deleted_rows: int = 0
+    """Rows of the files that those position deletes remove."""
 
     @property
     def bytes(self) -> int:
         return sum(f.file_size_in_bytes for f in self.files)
+
+    @property
+    def key(self) -> tuple[int, Record]:
+        return (self.spec_id, self.partition)
 
 
 @dataclass
 class _CompactionPlan:
     bins: list[_Bin] = field(default_factory=list)
     skipped: dict[tuple[int, Record], str] = field(default_factory=dict)
+    obsolete: dict[tuple[int, Record], list[DataFile]] = field(default_factory=dict)
+    """Per partition, the position-delete files that only delete rows of rewritten files."""
+    planned_snapshot_id: int | None = None
+
+    @property
+    def removed(self) -> list[DataFile]:
+        """Every file the compaction snapshot removes: rewritten data files, obsolete deletes."""
+        return [f for b in self.bins for f in b.files] + [
+            f for files in self.obsolete.values() for f in files
+        ]
 
 
 def pack(files: Iterable[DataFile], target_file_size_bytes: int) -> list[list[DataFile]]:
@@ -108,6 +134,20 @@ def pack(files: Iterable[DataFile], target_file_size_bytes: int) -> list[list[Da
     return bins
 
 
+def _selected_data_files(table: Table, partition_filter: BooleanExpression) -> set[str]:
+    """The data files a scan with ``partition_filter`` would read (partition and column
+    statistics), planned without applying deletes (PyIceberg's scan refuses equality deletes)."""
+    snapshot = table.current_snapshot()
+    if snapshot is None:
+        return set()
+    planner = ManifestGroupPlanner(table.metadata, table.io, row_filter=partition_filter)
+    return {
+        entry.data_file.file_path
+        for entries in planner.plan_manifest_entries(snapshot.manifests(table.io))
+        for entry in entries
+    }
+
+
 def _plan_compaction(
     table: Table,
     target_file_size_bytes: int,
@@ -116,40 +156,76 @@ def _plan_compaction(
     excluded: dict[tuple[int, Record], str],
 ) -> _CompactionPlan:
     """Group small files per partition and bin-pack them (first fit, largest first)."""
-    plan = _CompactionPlan()
+    plan = _CompactionPlan(planned_snapshot_id=table.metadata.current_snapshot_id)
     if table.current_snapshot() is None:
         return plan
+    index = DeleteIndex.of(table)
+    selected = _selected_data_files(table, partition_filter) if partition_filter else None
     small_below = int(target_file_size_bytes * SMALL_FILE_FRACTION)
     candidates: dict[tuple[int, Record], list[DataFile]] = defaultdict(list)
-    with_deletes: Counter[tuple[int, Record]] = Counter()
-    for task in table.scan(row_filter=partition_filter or AlwaysTrue()).plan_files():
-        data_file = task.file
-        key = (data_file.spec_id, data_file.partition)
-        if key in excluded:
+    with_equality_deletes: Counter[tuple[int, Record]] = Counter()
+    for live in index.data.values():
+        key = live.partition
+        if key in excluded or (selected is not None and live.path not in selected):
             continue
-        if task.delete_files:
-            # Merge-on-read deletes apply to this file: leave it (and its deletes) as it is.
-            with_deletes[key] += 1
+        if index.equality_deletes_for(live):
+            with_equality_deletes[key] += 1
             continue
-        if data_file.file_size_in_bytes < small_below:
-            candidates[key].append(data_file)
+        if live.file.file_size_in_bytes < small_below:
+            candidates[key].append(live.file)
     for key, files in candidates.items():
         chosen = [b for b in pack(files, target_file_size_bytes) if len(b) >= min_input_files]
-        plan.bins.extend(_Bin(key[0], key[1], sorted(b, key=lambda f: f.file_path)) for b in chosen)
-        if with_deletes[key] and not chosen:
+        plan.bins.extend(_bin(index, key, b) for b in chosen)
+    compacted = {b.key for b in plan.bins}
+    for key, count in with_equality_deletes.items():
+        if key not in compacted:
             plan.skipped[key] = (
-                f"{with_deletes[key]} file(s) have merge-on-read delete files; they are left as they are"
+                f"{count} file(s) have equality delete files, which compaction cannot apply; "
+                "they are left as they are (Spark's rewrite_data_files applies them)"
             )
+    plan.obsolete = _obsolete_deletes(index, plan.bins)
     return plan
 
 
-def _read_data_files(table: Table, files: Sequence[DataFile]) -> pa.Table:
-    """Every row of the given data files, projected onto the table's current schema."""
+def _bin(index: DeleteIndex, key: tuple[int, Record], files: list[DataFile]) -> _Bin:
+    deletes = {f.file_path: index.position_deletes_for(f.file_path) for f in files}
+    deletes = {path: found for path, found in deletes.items() if found}
+    return _Bin(
+        key[0],
+        key[1],
+        sorted(files, key=lambda f: f.file_path),
+        deletes=deletes,
+        deleted_rows=sum(index.deleted_positions(path) for path in deletes),
+    )
+
+
+def _obsolete_deletes(
+    index: DeleteIndex, bins: list[_Bin]
+) -> dict[tuple[int, Record], list[DataFile]]:
+    """The position-delete files every live data file of which is being rewritten."""
+    rewritten = {f.file_path for b in bins for f in b.files}
+    seen: set[str] = set()
+    obsolete: dict[tuple[int, Record], list[DataFile]] = defaultdict(list)
+    for rewrite_bin in bins:
+        for deletes in rewrite_bin.deletes.values():
+            for delete in deletes:
+                if delete.path not in seen and set(index.targets(delete)) <= rewritten:
+                    obsolete[rewrite_bin.key].append(delete.file)
+                seen.add(delete.path)
+    return dict(obsolete)
+
+
+def _read_data_files(
+    table: Table, files: Sequence[DataFile], deletes: dict[str, list[LiveFile]]
+) -> pa.Table:
+    """Every row of the given data files that their position deletes leave, projected onto
+    the table's current schema."""
     from pyiceberg.io.pyarrow import ArrowScan
-    from pyiceberg.table import FileScanTask
 
     scan = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue())
-    return scan.to_table([FileScanTask(f) for f in files])
+    return scan.to_table(
+        [FileScanTask(f, {d.file for d in deletes.get(f.file_path, ())}) for f in files]
+    )
 
 
 def _sort_rows(table: Table, rows: pa.Table) -> pa.Table:
@@ -206,7 +282,10 @@ def compact(
     ``min_input_files`` files is read (current schema), sorted by the table's sort order if it
     has one, and written as one new file. All bins of the table are committed as ONE
     ``replace`` snapshot: readers see the same rows and values before and after, and
-    incremental readers see no new data. Files with merge-on-read delete files are left alone.
+    incremental readers see no new data. Position deletes (merge-on-read, e.g. from Spark) are
+    applied while reading: the new files leave out the deleted rows, and position-delete files
+    that only deleted rows of rewritten files are removed in the same snapshot (those that also
+    delete rows of other files are kept). Files that equality deletes apply to are left alone.
 
     ``partition_filter`` limits compaction to the files a scan with that row filter would read
     (whole files are rewritten, so rows outside the filter are carried along unchanged).
@@ -286,7 +365,7 @@ def compact(
             raise
         try:
             snapshot_id, commits = _commit_replace(
-                catalog, table, schedule, plan.bins, added_by_bin, maintenance_id
+                catalog, table, schedule, plan, added_by_bin, maintenance_id
             )
         except _PartitionConflict as error:
             delete_quietly(table.io, [f.file_path for f in written])
@@ -318,7 +397,7 @@ def compact(
                 return CompactionResult(
                     table=name,
                     snapshot_id=found.snapshot_id,
-                    partitions=_partition_stats(table, plan.bins, added_by_bin),
+                    partitions=_partition_stats(table, plan, added_by_bin),
                     skipped=skipped,
                     target_file_size_bytes=target_file_size_bytes,
                     commit_attempts=attempt,
@@ -329,7 +408,7 @@ def compact(
             return CompactionResult(
                 table=name,
                 snapshot_id=snapshot_id,
-                partitions=_partition_stats(table, plan.bins, added_by_bin),
+                partitions=_partition_stats(table, plan, added_by_bin),
                 skipped=skipped,
                 target_file_size_bytes=target_file_size_bytes,
                 commit_attempts=attempt - 1 + commits,
@@ -376,13 +455,14 @@ def _rewrite_bins(
     """Read, sort and rewrite every bin; ``written`` collects each new file as soon as it
     exists, ``added_by_bin`` the files of each bin."""
     for rewrite_bin in bins:
-        rows = _sort_rows(table, _read_data_files(table, rewrite_bin.files))
-        expected = sum(f.record_count for f in rewrite_bin.files)
+        rows = _read_data_files(table, rewrite_bin.files, rewrite_bin.deletes)
+        expected = sum(f.record_count for f in rewrite_bin.files) - rewrite_bin.deleted_rows
         if rows.num_rows != expected:
             raise ValidationException(
-                f"read {rows.num_rows} rows from files whose metadata says {expected}"
+                f"read {rows.num_rows} rows from files whose metadata and position deletes "
+                f"say {expected}"
             )
-        new_files = _write_data_files(table, rows)
+        new_files = _write_data_files(table, _sort_rows(table, rows))
         written.extend(new_files)
         added_by_bin.append(new_files)
 
@@ -391,20 +471,22 @@ def _commit_replace(
     catalog: Catalog,
     table: Table,
     schedule: RetrySchedule,
-    bins: list[_Bin],
+    plan: _CompactionPlan,
     added_by_bin: list[list[DataFile]],
     maintenance_id: str,
 ) -> tuple[int, int]:
-    """Commit the rewritten bins as one ``replace`` snapshot; return its id and the attempts.
+    """Commit the rewritten bins (and the position deletes they made obsolete) as one
+    ``replace`` snapshot; return its id and the attempts.
 
     A refused commit is re-planned (metadata only) against the fresh table while every input
     file is still live and no delete file arrived; otherwise the partitions concerned raise
     :class:`_PartitionConflict`.
     """
+    bins = plan.bins
     change = FileChange(
         Operation.REPLACE,
         added=[f for files in added_by_bin for f in files],
-        removed=[f for b in bins for f in b.files],
+        removed=plan.removed,
         scope=AlwaysTrue(),
     )
     properties = {MAINTENANCE_PROPERTY: "compaction", MAINTENANCE_ID_PROPERTY: maintenance_id}
@@ -417,10 +499,11 @@ def _commit_replace(
             gone = set(error.paths)
             raise _PartitionConflict(
                 f"{len(gone)} file(s) being compacted were replaced concurrently",
-                {
-                    (b.spec_id, b.partition)
-                    for b in bins
-                    if any(f.file_path in gone for f in b.files)
+                {b.key for b in bins if any(f.file_path in gone for f in b.files)}
+                | {
+                    key
+                    for key, files in plan.obsolete.items()
+                    if any(f.file_path in gone for f in files)
                 },
             ) from None
         pending = PendingCommit(
@@ -437,34 +520,41 @@ def _commit_replace(
             if attempt == max_attempts:
                 raise
         fresh = reload(catalog, current)
-        if _delete_files_count(fresh) != _delete_files_count(table):
+        if _deletes_added_since(fresh, plan.planned_snapshot_id):
             raise _PartitionConflict(
-                "delete files were added while compacting",
-                {(b.spec_id, b.partition) for b in bins},
+                "delete files were added while compacting", {b.key for b in bins}
             )
         current = fresh
         time.sleep(schedule.backoff_seconds(attempt))
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _delete_files_count(table: Table) -> int:
-    snapshot = table.current_snapshot()
-    summary = snapshot.summary if snapshot is not None and snapshot.summary else None
-    return int(summary.get("total-delete-files") or 0) if summary is not None else 0
+def _deletes_added_since(table: Table, planned_snapshot_id: int | None) -> bool:
+    """Whether a snapshot committed after the planned one added delete files (they may delete
+    rows of files being rewritten); also when the planned snapshot is no longer an ancestor."""
+    for snapshot in ancestors_of(table.current_snapshot(), table.metadata):
+        if snapshot.snapshot_id == planned_snapshot_id:
+            return False
+        summary = snapshot.summary.additional_properties if snapshot.summary else {}
+        if int(summary.get("added-delete-files") or 0):
+            return True
+    return planned_snapshot_id is not None
 
 
 def _partition_stats(
-    table: Table, bins: list[_Bin], added_by_bin: list[list[DataFile]]
+    table: Table, plan: _CompactionPlan, added_by_bin: list[list[DataFile]]
 ) -> tuple[PartitionCompaction, ...]:
     totals: dict[tuple[int, Record], list[int]] = {}
-    for rewrite_bin, added in zip(bins, added_by_bin, strict=True):
-        key = (rewrite_bin.spec_id, rewrite_bin.partition)
-        row = totals.setdefault(key, [0, 0, 0, 0, 0])
+    for rewrite_bin, added in zip(plan.bins, added_by_bin, strict=True):
+        row = totals.setdefault(rewrite_bin.key, [0, 0, 0, 0, 0, 0, 0])
         row[0] += len(rewrite_bin.files)
         row[1] += rewrite_bin.bytes
         row[2] += len(added)
         row[3] += sum(f.file_size_in_bytes for f in added)
-        row[4] += sum(f.record_count for f in rewrite_bin.files)
+        row[4] += sum(f.record_count for f in added)
+        row[5] += rewrite_bin.deleted_rows
+    for key, obsolete in plan.obsolete.items():
+        totals[key][6] += len(obsolete)
     return tuple(
         sorted(
             (
@@ -476,6 +566,8 @@ def _partition_stats(
                     files_added=row[2],
                     bytes_added=row[3],
                     rows=row[4],
+                    position_deletes_applied=row[5],
+                    delete_files_removed=row[6],
                 )
                 for (spec_id, partition), row in totals.items()
             ),

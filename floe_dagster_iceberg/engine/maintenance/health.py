@@ -1,5 +1,12 @@
 """Storage health of a table's current snapshot: files, bytes, small files (and how many of
-them compaction can merge), partitions, rows, snapshots, manifests and staleness.
+them compaction can merge), partitions, rows, delete files, snapshots, manifests and staleness.
+
+Rows are counted net of merge-on-read deletes without reading data: the data files' record
+counts minus the rows position deletes remove (exact: a position delete names one row). What
+equality deletes remove is only known by reading every data file they apply to, which PyIceberg
+0.12 cannot do (its scan refuses them) and which would make health cost a full read of the
+affected partitions; so when equality deletes apply, their rows are reported on their own and
+``rows`` is an upper bound (``rows_exact`` is false).
 """
 
 from __future__ import annotations
@@ -9,13 +16,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from pyiceberg.manifest import DataFile, DataFileContent, ManifestEntry, ManifestFile
+from pyiceberg.manifest import DataFile, ManifestEntry, ManifestFile
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Operation, ancestors_of
 from pyiceberg.typedef import Properties, Record
 
 from floe_dagster_iceberg.engine import properties as props
 from floe_dagster_iceberg.engine.maintenance.compaction import SMALL_FILE_FRACTION, pack
+from floe_dagster_iceberg.engine.maintenance.deletes import DeleteIndex
 from floe_dagster_iceberg.engine.maintenance.files import read_fresh
 from floe_dagster_iceberg.engine.maintenance.results import TableHealth, table_name
 
@@ -41,21 +49,10 @@ def small_file_threshold(properties: Properties) -> int:
 
 
 def _compactable_small_files(
-    table: Table,
-    small_by_partition: dict[tuple[int, Record], list[DataFile]],
-    min_input_files: int,
-    *,
-    with_deletes: bool,
+    table: Table, small_by_partition: dict[tuple[int, Record], list[DataFile]], min_input_files: int
 ) -> int:
     """How many of the small files :func:`~.compaction.compact` would rewrite with the table's
     target size."""
-    if with_deletes:
-        # Compaction leaves data files that merge-on-read deletes apply to as they are.
-        deleted = {task.file.file_path for task in table.scan().plan_files() if task.delete_files}
-        small_by_partition = {
-            key: [f for f in files if f.file_path not in deleted]
-            for key, files in small_by_partition.items()
-        }
     target = props.target_file_size(table.properties)
     return sum(
         len(packed)
@@ -78,11 +75,13 @@ def table_health(
     Data files, total bytes, small files (below ``small_file_threshold_bytes``, default
     :func:`small_file_threshold`) and their ratio, the small files
     :func:`~.compaction.compact` can merge (packed per partition up to the table's target file
-    size, in bins of at least ``min_input_files`` files, as compaction plans them; files with
-    merge-on-read deletes are left out) and their ratio, average file size, partitions, rows,
-    snapshots, manifests, delete files, and the time since the last commit and since the last
-    data change. A manifest that vanishes under a concurrent snapshot expiry while being read
-    makes it reload the table and measure again.
+    size, in bins of at least ``min_input_files`` files, as compaction plans them; files that
+    equality deletes apply to are left out) and their ratio, average file size, partitions,
+    rows net of position deletes (an upper bound when equality deletes apply:
+    ``rows_exact``), delete files by kind with their bytes and the rows they delete, dangling
+    delete files (applying to no live data file), snapshots, manifests, and the time since the
+    last commit and since the last data change. A manifest that vanishes under a concurrent
+    snapshot expiry while being read makes it reload the table and measure again.
 
     Example:
         >>> import tempfile, pyarrow as pa
@@ -119,25 +118,27 @@ def _health(table: Table, threshold: int, min_input_files: int) -> TableHealth:
     snapshots = table.snapshots()
     current = table.current_snapshot()
     manifests: set[str] = set()
-    data_files = total_bytes = small = rows = delete_files = 0
-    partitions: set[tuple[int, Record]] = set()
-    small_by_partition: dict[tuple[int, Record], list[DataFile]] = defaultdict(list)
+    entries: list[ManifestEntry] = []
     for manifest, entry in _current_entries(table):
         manifests.add(manifest.manifest_path)
-        data_file = entry.data_file
-        if data_file.content != DataFileContent.DATA:
-            delete_files += 1
-            continue
-        data_files += 1
+        entries.append(entry)
+    index = DeleteIndex(table.metadata, table.io, entries)
+    total_bytes = small = rows = 0
+    partitions: set[tuple[int, Record]] = set()
+    small_by_partition: dict[tuple[int, Record], list[DataFile]] = defaultdict(list)
+    for live in index.data.values():
+        data_file = live.file
         total_bytes += data_file.file_size_in_bytes
         rows += data_file.record_count
-        partitions.add((data_file.spec_id, data_file.partition))
+        partitions.add(live.partition)
         if data_file.file_size_in_bytes < threshold:
             small += 1
-            small_by_partition[(data_file.spec_id, data_file.partition)].append(data_file)
-    compactable = _compactable_small_files(
-        table, small_by_partition, min_input_files, with_deletes=delete_files > 0
-    )
+            # Compaction leaves the files that equality deletes apply to as they are.
+            if not index.equality_deletes_for(live):
+                small_by_partition[live.partition].append(data_file)
+    data_files = len(index.data)
+    compactable = _compactable_small_files(table, small_by_partition, min_input_files)
+    deletes = _delete_metrics(index)
     if current is not None:
         manifests.update(m.manifest_path for m in current.manifests(table.io))
     last_commit = _ms_to_datetime(max(s.timestamp_ms for s in snapshots)) if snapshots else None
@@ -161,10 +162,10 @@ def _health(table: Table, threshold: int, min_input_files: int) -> TableHealth:
         compactable_small_file_ratio=compactable / data_files if data_files else 0.0,
         average_file_size_bytes=total_bytes / data_files if data_files else 0.0,
         partitions=len(partitions),
-        rows=rows,
+        rows=rows - deletes["position_deletes"],
         snapshots=len(snapshots),
         manifests=len(manifests),
-        delete_files=delete_files,
+        **deletes,
         last_commit_at=last_commit,
         last_data_change_at=last_change,
         seconds_since_last_commit=(now - last_commit).total_seconds() if last_commit else None,
@@ -173,6 +174,24 @@ def _health(table: Table, threshold: int, min_input_files: int) -> TableHealth:
         ),
         oldest_snapshot_at=oldest,
     )
+
+
+def _delete_metrics(index: DeleteIndex) -> dict[str, int | bool]:
+    """The delete-file fields of :class:`TableHealth`."""
+    applying_equality = [d for d in index.equality_deletes if index.equality_applies(d)]
+    sizes = {
+        d.path: d.file.file_size_in_bytes for d in index.position_deletes + index.equality_deletes
+    }
+    return {
+        "delete_files": len(index.position_deletes) + len(index.equality_deletes),
+        "position_delete_files": len(index.position_deletes),
+        "equality_delete_files": len(index.equality_deletes),
+        "delete_file_bytes": sum(sizes.values()),
+        "dangling_delete_files": len(index.dangling()),
+        "position_deletes": index.deleted_rows(),
+        "equality_deletes": sum(d.file.record_count for d in applying_equality),
+        "rows_exact": not applying_equality,
+    }
 
 
 def _current_entries(table: Table) -> Iterator[tuple[ManifestFile, ManifestEntry]]:

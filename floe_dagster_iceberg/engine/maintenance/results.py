@@ -26,6 +26,7 @@ __all__ = [
     "MAINTENANCE_PROPERTY",
     "UNPARTITIONED",
     "CompactionResult",
+    "DanglingDeletesResult",
     "ExpireSnapshotsResult",
     "OrphanFilesResult",
     "PartitionCompaction",
@@ -54,6 +55,11 @@ class _Result(BaseModel):
 class PartitionCompaction(_Result):
     """What compaction did in one partition.
 
+    ``rows`` are the rows written: the rewritten files' rows less the ``position_deletes_applied``
+    (rows merge-on-read position deletes had removed, now left out of the new files). The
+    position-delete files that only deleted rows of rewritten files are removed in the same
+    snapshot: ``delete_files_removed``.
+
     Example:
         >>> p = PartitionCompaction(partition="region=eu", spec_id=0, files_rewritten=40,
         ...                         bytes_rewritten=80_000, files_added=1, bytes_added=9_000, rows=400)
@@ -68,6 +74,8 @@ class PartitionCompaction(_Result):
     files_added: int
     bytes_added: int
     rows: int
+    position_deletes_applied: int = 0
+    delete_files_removed: int = 0
 
 
 class SkippedPartition(_Result):
@@ -126,6 +134,14 @@ class CompactionResult(_Result):
     def rows_rewritten(self) -> int:
         return sum(p.rows for p in self.partitions)
 
+    @property
+    def position_deletes_applied(self) -> int:
+        return sum(p.position_deletes_applied for p in self.partitions)
+
+    @property
+    def delete_files_removed(self) -> int:
+        return sum(p.delete_files_removed for p in self.partitions)
+
     def as_metrics(self) -> dict[str, int | float | str | None]:
         """Flat metrics for run metadata and observations."""
         return {
@@ -137,6 +153,8 @@ class CompactionResult(_Result):
             "files_added": self.files_added,
             "bytes_added": self.bytes_added,
             "rows_rewritten": self.rows_rewritten,
+            "position_deletes_applied": self.position_deletes_applied,
+            "delete_files_removed": self.delete_files_removed,
             "commit_attempts": self.commit_attempts,
             "conflicts": self.conflicts,
             "duration_seconds": round(self.duration_seconds, 3),
@@ -308,14 +326,69 @@ class RewriteManifestsResult(_Result):
         }
 
 
+class DanglingDeletesResult(_Result):
+    """The outcome of :func:`~.dangling.remove_dangling_deletes`: one ``replace`` snapshot that
+    removes the delete files applying to no live data file, or nothing when there were none.
+
+    Example:
+        >>> result = DanglingDeletesResult(table="sales.orders", snapshot_id=7,
+        ...     position_delete_files_removed=3, equality_delete_files_removed=1, bytes_removed=6_000)
+        >>> result.committed, result.delete_files_removed
+        (True, 4)
+    """
+
+    table: str
+    snapshot_id: int | None
+    delete_files: int = Field(default=0, description="live delete files examined")
+    position_delete_files_removed: int = 0
+    equality_delete_files_removed: int = 0
+    bytes_removed: int = Field(
+        default=0,
+        description="bytes of the removed delete files (freed once snapshot expiry drops the "
+        "snapshots that still reference them)",
+    )
+    removed_files: tuple[str, ...] = ()
+    commit_attempts: int = 0
+    duration_seconds: float = 0.0
+
+    @property
+    def committed(self) -> bool:
+        return self.snapshot_id is not None
+
+    @property
+    def delete_files_removed(self) -> int:
+        return self.position_delete_files_removed + self.equality_delete_files_removed
+
+    def as_metrics(self) -> dict[str, int | float | str | None]:
+        """Flat metrics for run metadata and observations."""
+        return {
+            "snapshot_id": self.snapshot_id,
+            "delete_files": self.delete_files,
+            "delete_files_removed": self.delete_files_removed,
+            "position_delete_files_removed": self.position_delete_files_removed,
+            "equality_delete_files_removed": self.equality_delete_files_removed,
+            "bytes_removed": self.bytes_removed,
+            "commit_attempts": self.commit_attempts,
+            "duration_seconds": round(self.duration_seconds, 3),
+        }
+
+
 class TableHealth(_Result):
     """Storage metrics of a table's current snapshot.
 
     ``small_files`` counts every data file below ``small_file_threshold_bytes``;
     ``compactable_small_files`` only those that :func:`~.compaction.compact` can merge: small
     files that share their partition with enough other small files (``min_input_files``, packed
-    up to the target file size) and carry no merge-on-read deletes. A lone small file in its partition,
-    as a daily backfill leaves in every day, is small but not compactable.
+    up to the target file size) and that no equality deletes apply to. A lone small file in its
+    partition, as a daily backfill leaves in every day, is small but not compactable.
+
+    ``rows`` are the live data files' rows less the ``position_deletes`` (rows merge-on-read
+    position deletes remove: exact). Equality deletes can only be counted by reading the data
+    they apply to, so ``equality_deletes`` reports the rows of the equality-delete files that
+    apply (each may remove any number of data rows) and, when there are any, ``rows`` is an
+    upper bound and ``rows_exact`` false. ``delete_files`` (position plus equality) and
+    ``delete_file_bytes`` include ``dangling_delete_files``, those applying to no live data
+    file (:func:`~.dangling.remove_dangling_deletes` removes them).
 
     ``last_commit_at`` is the newest snapshot (any operation, compaction included);
     ``last_data_change_at`` the newest snapshot on the current branch that changed data (not a
@@ -344,9 +417,16 @@ class TableHealth(_Result):
     average_file_size_bytes: float = 0.0
     partitions: int = 0
     rows: int = 0
+    rows_exact: bool = True
     snapshots: int = 0
     manifests: int = 0
     delete_files: int = 0
+    position_delete_files: int = 0
+    equality_delete_files: int = 0
+    delete_file_bytes: int = 0
+    dangling_delete_files: int = 0
+    position_deletes: int = 0
+    equality_deletes: int = 0
     last_commit_at: datetime | None = None
     last_data_change_at: datetime | None = None
     seconds_since_last_commit: float | None = None
@@ -377,9 +457,16 @@ class TableHealth(_Result):
             "average_file_size_bytes": round(self.average_file_size_bytes, 1),
             "partitions": self.partitions,
             "rows": self.rows,
+            "rows_exact": str(self.rows_exact).lower(),
             "snapshots": self.snapshots,
             "manifests": self.manifests,
             "delete_files": self.delete_files,
+            "position_delete_files": self.position_delete_files,
+            "equality_delete_files": self.equality_delete_files,
+            "delete_file_bytes": self.delete_file_bytes,
+            "dangling_delete_files": self.dangling_delete_files,
+            "position_deletes": self.position_deletes,
+            "equality_deletes": self.equality_deletes,
             "last_commit_at": self.last_commit_at.isoformat() if self.last_commit_at else None,
             "last_data_change_at": (
                 self.last_data_change_at.isoformat() if self.last_data_change_at else None

@@ -1,5 +1,5 @@
 """Compaction on real tables with many small files: rows and values kept, bins packed, sort order
-honoured, and writers committing meanwhile never lose a row."""
+honoured, merge-on-read deletes applied, and writers committing meanwhile never lose a row."""
 
 from __future__ import annotations
 
@@ -7,11 +7,20 @@ import datetime as dt
 import threading
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from infra.catalogs import dispose_catalog, load_test_catalog
+from infra.deletes import (
+    data_file_paths,
+    ids_at,
+    live_files,
+    write_equality_deletes,
+    write_position_deletes,
+)
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import EqualTo
+from pyiceberg.manifest import DataFileContent
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.table.sorting import NullOrder, SortDirection, SortField, SortOrder
 from pyiceberg.transforms import DayTransform, IdentityTransform
@@ -229,7 +238,7 @@ def test_files_removed_by_a_concurrent_overwrite_and_expiry_make_compaction_repl
     real_read = compaction._read_data_files
     replaced: list[int] = []
 
-    def read_while_the_table_is_replaced(tbl, files):
+    def read_while_the_table_is_replaced(tbl, files, deletes):
         if not replaced:
             theirs = other.load_table(tbl.name())
             theirs.overwrite(pa.concat_tables([make_rows(100 + 3 * n, 3, "eu") for n in range(4)]))
@@ -237,7 +246,7 @@ def test_files_removed_by_a_concurrent_overwrite_and_expiry_make_compaction_repl
                 tbl.name(), older_than=dt.timedelta(0), retain_last=1
             )
             replaced.append(1)
-        return real_read(tbl, files)
+        return real_read(tbl, files, deletes)
 
     monkeypatch.setattr(compaction, "_read_data_files", read_while_the_table_is_replaced)
     result = fast_manager(catalog).compact(table.name(), target_file_size_bytes=10**7)
@@ -331,4 +340,122 @@ def test_writer_thread_running_during_compaction_loses_nothing(
     assert any(r.committed for r in results)
     expected = pa.concat_tables([initial, *appended]).sort_by("id")
     assert all_rows(catalog.load_table(table.name())).equals(expected)
+    dispose_catalog(catalog)
+
+
+def test_compaction_applies_position_deletes_and_removes_those_it_makes_obsolete(
+    catalog, namespace
+):
+    """Spark's merge-on-read deletes on small files: compaction leaves the deleted rows out and
+    removes, in its one snapshot, the delete files that only applied to files it rewrote."""
+    table = small_files_table(catalog, namespace, appends=8)  # 4 tiny files per region
+    table.append(make_rows(10_000, 2000, "eu"))  # not small at the target below
+    table = catalog.load_table(table.name())
+    target = 24_000
+    eu, us = data_file_paths(table, "eu"), data_file_paths(table, "us")
+    big = eu.pop()
+    assert data_files(table)[big] >= target * 0.75 > max(data_files(table)[p] for p in eu + us)
+    only_small = write_position_deletes(catalog, table, {eu[0]: [0], eu[1]: [1, 2]})
+    table = catalog.load_table(table.name())
+    # Partition-scoped, without bounds: deletes from a rewritten file and from one kept.
+    with_big = write_position_deletes(catalog, table, {eu[2]: [0], big: [5, 6]}, bounds=False)
+    table = catalog.load_table(table.name())
+    in_us = write_position_deletes(catalog, table, {us[0]: [1]})
+    table = catalog.load_table(table.name())
+    before = all_rows(table)
+    before_id = table.current_snapshot().snapshot_id
+    assert before.num_rows == 24 + 2000 - 7
+
+    result = fast_manager(catalog).compact(table.name(), target_file_size_bytes=target)
+
+    table = catalog.load_table(table.name())
+    assert all_rows(table).equals(before)
+    assert result.committed
+    assert result.commit_attempts == 1
+    assert result.files_rewritten == 8
+    assert result.position_deletes_applied == 5
+    assert result.rows_rewritten == 24 - 5
+    assert result.delete_files_removed == 2
+    assert {p.partition: p.delete_files_removed for p in result.partitions} == {
+        "region=eu": 1,
+        "region=us": 1,
+    }
+    assert result.as_metrics()["delete_files_removed"] == 2
+    live = live_files(table)
+    deletes_left = {p for p, f in live.items() if f.content != DataFileContent.DATA}
+    assert deletes_left == {with_big.file_path}  # still deletes rows 5 and 6 of the big file
+    assert only_small.file_path not in live
+    assert in_us.file_path not in live
+    assert len(data_file_paths(table)) == 3  # eu compacted, the big eu file, us compacted
+    snapshot = table.current_snapshot()
+    assert snapshot.parent_snapshot_id == before_id  # one snapshot
+    assert snapshot.summary.operation.value == "replace"
+    assert snapshot.summary["removed-position-delete-files"] == "2"
+    assert snapshot.summary["total-position-deletes"] == "3"
+    assert snapshot.summary["total-records"] == str(2000 + 19)
+    # Time travel to before the compaction still applies the deletes of then.
+    assert table.scan(snapshot_id=before_id).to_arrow().sort_by("id").equals(before)
+    health = fast_manager(catalog).table_health(table.name())
+    assert (health.rows, health.position_deletes, health.dangling_delete_files) == (
+        before.num_rows,
+        2,
+        0,
+    )
+
+
+def test_compaction_leaves_files_with_equality_deletes_as_they_are(
+    sqlite_catalog_properties, namespace
+):
+    catalog = load_test_catalog(sqlite_catalog_properties)
+    table = small_files_table(catalog, namespace, appends=8)
+    us = data_file_paths(table, "us")
+    eu_rows = table.scan(row_filter=EqualTo("region", "eu")).to_arrow().sort_by("id")
+    keys = pa.table({"id": pa.array(ids_at(table, us[0], [0]), pa.int64())})
+    equality = write_equality_deletes(catalog, table, keys, like=us[0])
+
+    result = fast_manager(catalog).compact(table.name(), target_file_size_bytes=10**7)
+
+    table = catalog.load_table(table.name())
+    assert [p.partition for p in result.partitions] == ["region=eu"]
+    (skipped,) = result.skipped
+    assert skipped.partition == "region=us"
+    assert "4 file(s) have equality delete files" in skipped.reason
+    assert data_file_paths(table, "us") == us
+    assert equality.file_path in live_files(table)
+    assert len(data_file_paths(table, "eu")) == 1
+    assert table.scan(row_filter=EqualTo("region", "eu")).to_arrow().sort_by("id").equals(eu_rows)
+    dispose_catalog(catalog)
+
+
+def test_a_position_delete_committed_during_compaction_is_never_lost(
+    sqlite_catalog_properties, namespace, monkeypatch
+):
+    """Another engine deletes a row of a file being compacted between planning and commit."""
+    catalog = load_test_catalog(sqlite_catalog_properties)
+    other_engine = load_test_catalog(sqlite_catalog_properties)
+    table = small_files_table(catalog, namespace, appends=8)
+    eu = data_file_paths(table, "eu")
+    (doomed,) = ids_at(table, eu[1], [2])
+    expected = all_rows(table).filter(pc.field("id") != doomed)
+    real_write = compaction._write_data_files
+    deleted: list[int] = []
+
+    def write_while_another_engine_deletes(tbl, rows):
+        if not deleted:
+            write_position_deletes(other_engine, other_engine.load_table(tbl.name()), {eu[1]: [2]})
+            deleted.append(1)
+        return real_write(tbl, rows)
+
+    monkeypatch.setattr(compaction, "_write_data_files", write_while_another_engine_deletes)
+    result = fast_manager(catalog).compact(table.name(), target_file_size_bytes=10**7)
+
+    table = catalog.load_table(table.name())
+    assert result.committed
+    assert result.conflicts == 1  # planned again, with the new delete
+    assert result.position_deletes_applied == 1
+    assert result.delete_files_removed == 1
+    assert all_rows(table).equals(expected)
+    assert doomed not in all_rows(table)["id"].to_pylist()
+    assert all(f.content == DataFileContent.DATA for f in live_files(table).values())
+    dispose_catalog(other_engine)
     dispose_catalog(catalog)

@@ -7,6 +7,8 @@ import pyarrow as pa
 from infra.catalogs import dispose_catalog, load_test_catalog
 from infra.deletes import (
     FILE_PATH_FIELD_ID,
+    data_file_paths,
+    ids_at,
     live_files,
     write_equality_deletes,
     write_position_deletes,
@@ -17,29 +19,13 @@ from engine.maintenance.support import all_rows, small_files_table
 from floe_dagster_iceberg.engine.maintenance.deletes import DeleteIndex, referenced_data_file
 
 
-def _data_paths(table, region: str) -> list[str]:
-    """The live data files of one region, oldest first."""
-    index = DeleteIndex.of(table)
-    files = [f for f in index.data.values() if f.file.partition[0] == region]
-    return [f.path for f in sorted(files, key=lambda f: f.sequence_number)]
-
-
-def _ids_at(table, path: str, positions: list[int]) -> list[int]:
-    """The ids of the rows at ``positions`` of one data file, read from the file itself."""
-    import pyarrow.parquet as pq
-
-    with table.io.new_input(path).open() as stream:
-        ids = pq.read_table(stream, columns=["id"])["id"].to_pylist()
-    return [ids[p] for p in positions]
-
-
 def test_position_deletes_from_the_helper_are_applied_by_pyiceberg_scans(
     sqlite_catalog_properties, namespace
 ):
     catalog = load_test_catalog(sqlite_catalog_properties)
     table = small_files_table(catalog, namespace, appends=4)  # 12 rows, 2 files per region
-    eu = _data_paths(table, "eu")
-    doomed = _ids_at(table, eu[0], [0, 2]) + _ids_at(table, eu[1], [1])
+    eu = data_file_paths(table, "eu")
+    doomed = ids_at(table, eu[0], [0, 2]) + ids_at(table, eu[1], [1])
     snapshots = len(table.snapshots())
 
     by_bounds = write_position_deletes(catalog, table, {eu[0]: [0, 2]})
@@ -75,13 +61,13 @@ def test_the_index_knows_which_data_files_each_delete_file_applies_to(
 ):
     catalog = load_test_catalog(sqlite_catalog_properties)
     table = small_files_table(catalog, namespace, appends=6)  # 3 files per region
-    eu, us = _data_paths(table, "eu"), _data_paths(table, "us")
+    eu, us = data_file_paths(table, "eu"), data_file_paths(table, "us")
     single = write_position_deletes(catalog, table, {eu[0]: [0]})
     table = catalog.load_table(table.name())
     # A partition-scoped file without bounds, over two data files: read to know them.
     spread = write_position_deletes(catalog, table, {eu[1]: [0, 1], eu[2]: [2]}, bounds=False)
     table = catalog.load_table(table.name())
-    keys = pa.table({"id": pa.array(_ids_at(table, us[0], [0]), pa.int64())})
+    keys = pa.table({"id": pa.array(ids_at(table, us[0], [0]), pa.int64())})
     equality = write_equality_deletes(catalog, table, keys, like=us[0])
     table = catalog.load_table(table.name())
 

@@ -1,18 +1,29 @@
-"""Table health: storage metrics, and only the small files compaction can merge count as such."""
+"""Table health: storage metrics, only the small files compaction can merge count as such, and
+rows net of merge-on-read deletes."""
 
 from __future__ import annotations
 
+import pyarrow as pa
 import pytest
 from infra.catalogs import dispose_catalog, load_test_catalog
+from infra.deletes import (
+    data_file_paths,
+    ids_at,
+    write_equality_deletes,
+    write_position_deletes,
+)
+from pyiceberg.expressions import EqualTo
 
 from engine.maintenance.support import (
     REGION_SPEC,
     SCHEMA,
+    all_rows,
     data_files,
     fast_manager,
     make_rows,
     small_files_table,
 )
+from floe_dagster_iceberg.engine.config import WriteConfig
 from floe_dagster_iceberg.engine.maintenance.health import table_health
 
 
@@ -104,4 +115,68 @@ def test_table_health_counts_only_small_files_compaction_can_merge(
     compacted = manager.table_health(table.name())
     assert (compacted.small_files, compacted.compactable_small_files) == (7, 0)
     assert compacted.as_metrics()["compactable_small_files"] == 0
+    dispose_catalog(catalog)
+
+
+def test_table_health_counts_rows_net_of_merge_on_read_deletes(
+    postgres_catalog_properties, namespace, warehouse_files
+):
+    """As Spark leaves a table on a PostgreSQL catalog: 12 rows in data files, 2 deleted."""
+    catalog = load_test_catalog(postgres_catalog_properties)
+    table = small_files_table(catalog, namespace, appends=4)  # 12 rows, 2 files per region
+    manager = fast_manager(catalog)
+    eu, us = data_file_paths(table, "eu"), data_file_paths(table, "us")
+    deletes = write_position_deletes(catalog, table, {eu[0]: [0, 2]})
+
+    health = manager.table_health(table.name())
+    table = catalog.load_table(table.name())
+    assert health.rows == 10 == all_rows(table).num_rows == manager.count(table.name())
+    assert health.rows_exact
+    assert health.position_deletes == 2
+    assert (health.delete_files, health.position_delete_files, health.equality_delete_files) == (
+        1,
+        1,
+        0,
+    )
+    assert health.delete_file_bytes == warehouse_files(table)[deletes.file_path]
+    assert (health.dangling_delete_files, health.equality_deletes) == (0, 0)
+    assert health.data_files == 4
+    assert health.compactable_small_files == 4  # compaction applies position deletes
+    metrics = health.as_metrics()
+    assert metrics["rows"] == 10
+    assert metrics["rows_exact"] == "true"
+    assert metrics["position_delete_files"] == 1
+    assert metrics["delete_file_bytes"] == health.delete_file_bytes
+
+    # Equality deletes are only countable by reading the data: rows is then an upper bound.
+    key = pa.table({"id": pa.array([ids_at(table, us[0], [0])[0]], pa.int64())})
+    write_equality_deletes(catalog, table, key, like=us[0])
+    with_keys = manager.table_health(table.name())
+    assert with_keys.rows == 10
+    assert not with_keys.rows_exact
+    assert with_keys.as_metrics()["rows_exact"] == "false"
+    assert (with_keys.equality_delete_files, with_keys.equality_deletes) == (1, 1)
+    assert with_keys.delete_files == 2
+    assert with_keys.compactable_small_files == 2  # only eu: compaction leaves us as it is
+
+    # Overwriting eu leaves its position deletes applying to no live data file.
+    manager.write(
+        table.name(),
+        make_rows(500, 3, "eu"),
+        WriteConfig(mode="overwrite", row_filter=EqualTo("region", "eu")),
+    )
+    overwritten = manager.table_health(table.name())
+    assert (overwritten.rows, overwritten.position_deletes) == (9, 0)
+    assert overwritten.dangling_delete_files == 1
+    assert overwritten.delete_files == 2
+    # ... and overwriting us, its equality deletes: older than every live us file.
+    manager.write(
+        table.name(),
+        make_rows(600, 3, "us"),
+        WriteConfig(mode="overwrite", row_filter=EqualTo("region", "us")),
+    )
+    both = manager.table_health(table.name())
+    assert (both.rows, both.rows_exact, both.equality_deletes) == (6, True, 0)
+    assert both.dangling_delete_files == 2 == both.delete_files
+    assert both.rows == all_rows(catalog.load_table(table.name())).num_rows
     dispose_catalog(catalog)
