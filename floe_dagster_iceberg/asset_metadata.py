@@ -67,6 +67,7 @@ class OutputDefaults:
     schema_update_mode: SchemaUpdateMode = SchemaUpdateMode.ADDITIVE
     partition_spec_update_mode: PartitionSpecUpdateMode = PartitionSpecUpdateMode.UPDATE
     upsert_scope: UpsertScope = UpsertScope.PARTITION
+    write_audit_publish: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class OutputSettings:
     upsert: UpsertSettings
     partition_spec: tuple[PartitionField, ...] | None = None
     table_properties: dict[str, str] = field(default_factory=dict)
+    write_audit_publish: bool = False
 
 
 def output_settings(
@@ -119,7 +121,17 @@ def output_settings(
             else None
         ),
         table_properties=_table_properties(metadata.get("table_properties"), asset),
+        write_audit_publish=_audited(metadata, defaults, asset),
     )
+
+
+def _audited(metadata: Mapping[str, Any], defaults: OutputDefaults, asset: str) -> bool:
+    value = metadata.get("write_audit_publish", defaults.write_audit_publish)
+    if not isinstance(value, bool):
+        raise InvalidInputError(
+            f"Asset {asset}: write_audit_publish={value!r} is not valid; use True or False."
+        )
+    return value
 
 
 def _enum(enum_type: type[_Enum], value: Any, key: str, asset: str) -> _Enum:

@@ -17,8 +17,11 @@ import polars as pl
 import pyarrow as pa
 from dagster import AssetKey, AssetRecordsFilter, InputContext, MetadataValue
 from pyiceberg.table import Table
+from pyiceberg.table.refs import MAIN_BRANCH
 
 from floe_dagster_iceberg.asset_tables import asset_table_identifier
+from floe_dagster_iceberg.audit import PENDING_AUDITS, PendingAudit, audit_branch_name
+from floe_dagster_iceberg.engine.branches import on_branch
 from floe_dagster_iceberg.engine.config import ArrowStringType
 from floe_dagster_iceberg.engine.manager import IcebergTableManager
 from floe_dagster_iceberg.engine.scan import ReadRequest, snapshot_read
@@ -63,6 +66,8 @@ def load_asset_input(
             return None
         raise
     read = _read_request(input_metadata, settings, table_name)
+    if read.snapshot_id is None and read.as_of is None and read.ref is None:
+        table = _branch_to_read(context, catalog, manager, table)
     if input_metadata.get("incremental"):
         read = _incremental_read(context, table, read, table_name)
     emitter = catalog.lineage()
@@ -83,6 +88,46 @@ def load_asset_input(
         raise
     lineage.complete_load(table, snapshot.snapshot_id if snapshot else None, rows)
     return loaded
+
+
+def _branch_to_read(
+    context: InputContext,
+    catalog: IcebergCatalogResource,
+    manager: IcebergTableManager,
+    table: Table,
+) -> Table:
+    """The table as this load sees it: the run's audit branch for the asset's checks, else
+    the code location's branch (``main`` by default; tables never written there from ``main``).
+
+    A downstream asset of the run runs only once the blocking checks passed: it publishes the
+    audited write before reading.
+    """
+    target = catalog.branch
+    run_id = _run_id(context)
+    audit = PendingAudit(
+        run_id=run_id or "",
+        asset_key=context.asset_key,
+        identifier=table.name(),
+        branch=audit_branch_name(run_id or ""),
+        into=target or MAIN_BRANCH,
+        fork_from=(target,) if target else (),
+    )
+    if run_id is not None and audit.branch in table.metadata.refs:
+        if context.step_context.is_asset_check_step:
+            PENDING_AUDITS.add(audit)
+            return on_branch(table, audit.branch)
+        audit.publish(manager)
+        PENDING_AUDITS.done(audit)
+        table = manager.load_table(audit.identifier)
+    return on_branch(table, target) if target else table
+
+
+def _run_id(context: InputContext) -> str | None:
+    """The run of the load; None for a context built outside a run."""
+    try:
+        return context.step_context.run_id
+    except Exception:
+        return None
 
 
 class _Loader:

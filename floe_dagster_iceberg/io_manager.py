@@ -25,15 +25,27 @@ from typing import Any
 import pyarrow as pa
 from dagster import (
     ConfigurableIOManager,
+    InitResourceContext,
     InputContext,
     MetadataValue,
     OutputContext,
 )
 from pydantic import Field, ValidationError
 from pyiceberg.table import Table
+from pyiceberg.table.refs import MAIN_BRANCH
 
-from floe_dagster_iceberg.asset_metadata import OutputDefaults, output_settings
+from floe_dagster_iceberg.asset_metadata import OutputDefaults, OutputSettings, output_settings
 from floe_dagster_iceberg.asset_tables import DEFAULT_NAMESPACE, asset_table_identifier
+from floe_dagster_iceberg.audit import (
+    AUDIT_BRANCH_METADATA,
+    PENDING_AUDITS,
+    AuditState,
+    PendingAudit,
+    audit_branch_name,
+    audit_state,
+    failed_checks_message,
+)
+from floe_dagster_iceberg.engine.branches import on_branch
 from floe_dagster_iceberg.engine.config import (
     ArrowStringType,
     PartitionSpecUpdateMode,
@@ -110,6 +122,11 @@ class IcebergIOManager(ConfigurableIOManager):
         default=PolarsReader.NATIVE,
         description="Reader of polars.LazyFrame inputs: 'native' (Polars') or 'pyiceberg'",
     )
+    write_audit_publish: bool = Field(
+        default=False,
+        description="Stage every asset's write on an audit branch, published when its blocking "
+        "checks pass (per asset: metadata write_audit_publish)",
+    )
 
     # ------------------------------------------------------------------ outputs
 
@@ -124,10 +141,12 @@ class IcebergIOManager(ConfigurableIOManager):
         manager = self.catalog.get_manager(logger=context.log)
         existing = _load_if_exists(manager, identifier)
         lineage = self.catalog.lineage().start_write(context, existing)
+        settings = output_settings(metadata, self.output_defaults(), table_name)
+        audit = self._pending_audit(context, identifier) if settings.write_audit_publish else None
         try:
             column_types = _column_types(existing, data.schema)
             partition_slice = self._output_slice(context, metadata, column_types, table_name)
-            config = self._write_config(context, metadata, partition_slice, table_name)
+            config = self._write_config(context, settings, partition_slice, table_name, audit)
             if partition_slice is not None:
                 data = _collect(data)
             result = manager.write(existing if existing is not None else identifier, data, config)
@@ -135,10 +154,13 @@ class IcebergIOManager(ConfigurableIOManager):
             lineage.fail(error)
             raise
         table = manager.committed_table(identifier) or manager.load_table(identifier)
+        if config.branch is not None:
+            table = on_branch(table, config.branch, config.fork_from)
         lineage.complete_write(table, result, config.mode)
         context.log.info(
             f"Iceberg {config.mode.value} of {table_name}"
             + (f" [{partition_slice.description}]" if partition_slice else "")
+            + (f" on branch {config.branch!r}" if config.branch else "")
             + f": snapshot {result.snapshot_id}, +{result.rows_added} / -{result.rows_deleted} rows, "
             f"{result.commit_attempts} commit attempt(s)"
         )
@@ -154,6 +176,48 @@ class IcebergIOManager(ConfigurableIOManager):
                 mode=config.mode,
             )
         )
+        if audit is not None:
+            context.add_output_metadata({AUDIT_BRANCH_METADATA: audit.branch})
+            self._publish_unless_checked(context, manager, audit)
+
+    def _pending_audit(self, context: OutputContext, identifier: tuple[str, str]) -> PendingAudit:
+        target = self.catalog.branch
+        return PendingAudit(
+            run_id=context.run_id,
+            asset_key=context.asset_key,
+            identifier=identifier,
+            branch=audit_branch_name(context.run_id),
+            into=target or MAIN_BRANCH,
+            fork_from=(target,) if target else (),
+        )
+
+    def _publish_unless_checked(
+        self, context: OutputContext, manager: IcebergTableManager, audit: PendingAudit
+    ) -> None:
+        instance = context.step_context.instance
+        if audit_state(instance, audit.run_id, audit.asset_key) is AuditState.NO_CHECKS:
+            audit.publish(manager)
+            return
+        PENDING_AUDITS.add(audit)
+        context.log.info(
+            f"Write of {'.'.join(audit.identifier)} staged on branch {audit.branch!r}: it is "
+            f"published into {audit.into!r} when the asset's blocking checks pass."
+        )
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        """Publish the audited writes of the run whose checks all ran and none blocked."""
+        run = context.dagster_run
+        if run is None or context.instance is None:
+            return
+        for audit in PENDING_AUDITS.of_run(run.run_id):
+            state = audit_state(context.instance, run.run_id, audit.asset_key)
+            if state is AuditState.RUNNING:
+                continue
+            PENDING_AUDITS.done(audit)
+            if state is AuditState.FAILED:
+                context.log.error(failed_checks_message(audit))
+            else:
+                audit.publish(self.catalog.get_manager(logger=context.log))
 
     def output_defaults(self) -> OutputDefaults:
         """What outputs use where their metadata says nothing: this IO manager's fields."""
@@ -162,16 +226,17 @@ class IcebergIOManager(ConfigurableIOManager):
             schema_update_mode=self.schema_update_mode,
             partition_spec_update_mode=self.partition_spec_update_mode,
             upsert_scope=self.upsert_scope,
+            write_audit_publish=self.write_audit_publish,
         )
 
     def _write_config(
         self,
         context: OutputContext,
-        metadata: Mapping[str, Any],
+        settings: OutputSettings,
         partition_slice: PartitionSlice | None,
         table_name: str,
+        audit: PendingAudit | None,
     ) -> WriteConfig:
-        settings = output_settings(metadata, self.output_defaults(), table_name)
         spec = settings.partition_spec or (partition_slice.spec if partition_slice else None)
         try:
             return WriteConfig(
@@ -190,6 +255,8 @@ class IcebergIOManager(ConfigurableIOManager):
                 upsert_scope=settings.upsert.scope,
                 change_capture=settings.upsert.change_capture,
                 retry=RetryPolicy(max_attempts=self.catalog.max_commit_attempts),
+                branch=audit.branch if audit else self.catalog.branch,
+                fork_from=audit.fork_from if audit else (),
             )
         except ValidationError as error:
             problems = "; ".join(e["msg"] for e in error.errors())

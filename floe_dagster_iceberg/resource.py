@@ -120,6 +120,12 @@ class IcebergCatalogResource(RedactedRepr, ConfigurableResource):
         "follow openlineage.yml / OPENLINEAGE_URL / OPENLINEAGE__TRANSPORT__* and are off when "
         "none is set",
     )
+    branch: str | None = Field(
+        default=None,
+        description="Branch every read and write of this code location uses instead of main, "
+        "e.g. from an environment variable in branch deployments: created from main on a "
+        "table's first write, tables never written on it are read from main",
+    )
     tracer_provider: str | None = Field(
         default=None,
         description="Import path of an OpenTelemetry TracerProvider (or a function returning "

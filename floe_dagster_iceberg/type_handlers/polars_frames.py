@@ -50,6 +50,8 @@ class PolarsLazyFrameHandler(TypeHandler):
             snapshot_id = request.manager.snapshot_id_for(
                 request.table, as_of=read.as_of, ref=read.ref
             )
+        if snapshot_id is None and _reads_a_branch_view(request.table):
+            snapshot_id = request.table.metadata.current_snapshot_id
         frame = pl.scan_iceberg(
             request.table,
             snapshot_id=snapshot_id,
@@ -60,6 +62,13 @@ class PolarsLazyFrameHandler(TypeHandler):
         if request.columns:
             frame = frame.select(request.columns)
         return frame
+
+
+def _reads_a_branch_view(table: Any) -> bool:
+    """Whether ``table`` shows another branch than ``main`` (Polars would read ``main``)."""
+    main = table.metadata.refs.get("main")
+    current = table.metadata.current_snapshot_id
+    return current is not None and (main is None or main.snapshot_id != current)
 
 
 def _from_polars(convert: Callable[[], Any], table_name: str) -> Any:
