@@ -2,9 +2,9 @@
 
 A maintenance op resolves which tables to maintain (:mod:`.selection`: a list, whole
 namespaces, given assets, or every asset of the code location stored by the Iceberg IO
-manager), then runs its steps in order (:mod:`.steps`: ``compact``, ``rewrite_manifests``,
-``expire_snapshots``, ``remove_orphan_files``, ``table_health``) on every table, with the
-options of :mod:`.options`. A failure on one table never stops the others; at the end the op
+manager), then runs its steps in order (:mod:`.steps`: ``compact``,
+``remove_dangling_deletes``, ``rewrite_manifests``, ``expire_snapshots``,
+``remove_orphan_files``, ``table_health``) on every table, with the options of :mod:`.options`. A failure on one table never stops the others; at the end the op
 (and so the run) fails, listing every failed table.
 
 After each step, an :class:`dagster.AssetObservation` is logged on the table's asset with its

@@ -5,8 +5,9 @@ the op's run config), and how its result turns into Dagster metadata: the observ
 the table's asset, the one-line summary per table and the totals of the run.
 
 Example:
-    >>> [step.name for step in STEPS.values()]
-    ['compact', 'rewrite_manifests', 'expire_snapshots', 'remove_orphan_files', 'table_health']
+    >>> [step.name for step in STEPS.values()]  # doctest: +NORMALIZE_WHITESPACE
+    ['compact', 'remove_dangling_deletes', 'rewrite_manifests', 'expire_snapshots',
+     'remove_orphan_files', 'table_health']
     >>> STEPS["expire_snapshots"].options
     ('expire_older_than_hours', 'retain_last')
 """
@@ -30,7 +31,12 @@ __all__ = [
 ]
 
 MaintenanceStep = Literal[
-    "compact", "rewrite_manifests", "expire_snapshots", "remove_orphan_files", "table_health"
+    "compact",
+    "remove_dangling_deletes",
+    "rewrite_manifests",
+    "expire_snapshots",
+    "remove_orphan_files",
+    "table_health",
 ]
 
 
@@ -55,7 +61,9 @@ class Step:
     def observation_metadata(self, health: TableHealth, result: Any) -> dict[str, Any]:
         """Metadata of the observation logged on the table's asset after the step.
 
-        ``dagster/row_count`` is the table's rows. There is no ``dagster/last_updated_timestamp``:
+        ``dagster/row_count`` is the table's rows, net of merge-on-read deletes; it is left out
+        when equality deletes apply (the health's rows are then an upper bound:
+        ``iceberg/rows_exact`` is false). There is no ``dagster/last_updated_timestamp``:
         maintenance changes no data, and once expiry removed the snapshots of the last data
         commit its time is only bounded, which would make stale data look fresh to freshness
         checks; they read the materializations' commit times. Byte counts come with a readable
@@ -66,7 +74,8 @@ class Step:
             for key, value in health.as_metrics().items()
             if value is not None
         }
-        metadata["dagster/row_count"] = health.rows
+        if health.rows_exact:
+            metadata["dagster/row_count"] = health.rows
         metadata["dagster/storage_kind"] = STORAGE_KIND
         metadata["iceberg/maintenance_step"] = self.name
         if result is not None:
@@ -96,6 +105,15 @@ STEPS: Mapping[MaintenanceStep, Step] = {
                 f"{m['files_rewritten']} files ({readable_size(m['bytes_rewritten'])}) -> "
                 f"{m['files_added']} files in {m['partitions_compacted']} partition(s), "
                 f"{m['partitions_skipped']} skipped"
+            ),
+        ),
+        Step(
+            "remove_dangling_deletes",
+            lambda manager, table, _: manager.remove_dangling_deletes(table),
+            totals=("delete_files_removed", "bytes_removed"),
+            summary=lambda m: (
+                f"{m['delete_files_removed']} of {m['delete_files']} delete files dangled and "
+                f"were removed ({readable_size(m['bytes_removed'])})"
             ),
         ),
         Step(
@@ -135,14 +153,19 @@ STEPS: Mapping[MaintenanceStep, Step] = {
 
 DEFAULT_MAINTENANCE_STEPS: tuple[MaintenanceStep, ...] = (
     "compact",
+    "remove_dangling_deletes",
     "rewrite_manifests",
     "expire_snapshots",
     "remove_orphan_files",
 )
-"""Everything, in the order that frees the most: compaction first, then expiry removes the
-files compaction replaced."""
+"""Everything, in the order that frees the most: compaction first, then the delete files that no
+longer apply go, then expiry removes the files both replaced."""
 NIGHTLY_STEPS: tuple[MaintenanceStep, ...] = ("expire_snapshots", "remove_orphan_files")
-COMPACTION_STEPS: tuple[MaintenanceStep, ...] = ("compact", "rewrite_manifests")
+COMPACTION_STEPS: tuple[MaintenanceStep, ...] = (
+    "compact",
+    "remove_dangling_deletes",
+    "rewrite_manifests",
+)
 
 
 def check_steps(steps: Sequence[str]) -> tuple[Step, ...]:
@@ -154,7 +177,7 @@ def check_steps(steps: Sequence[str]) -> tuple[Step, ...]:
         >>> check_steps(["vacuum"])
         Traceback (most recent call last):
         ...
-        ValueError: unknown maintenance step(s) ['vacuum']; use compact, rewrite_manifests, expire_snapshots, remove_orphan_files, table_health
+        ValueError: unknown maintenance step(s) ['vacuum']; use compact, remove_dangling_deletes, rewrite_manifests, expire_snapshots, remove_orphan_files, table_health
     """
     if not steps:
         raise ValueError("steps is empty: name at least one maintenance step")

@@ -42,7 +42,7 @@ def test_job_maintains_listed_assets_with_observations_and_run_metadata(
     observations = result.asset_observations_for_node(node)
     keys = {o.asset_key for o in observations}
     assert keys == {dg.AssetKey(["lake", "orders"]), dg.AssetKey(["lake", "customers"])}
-    assert len(observations) == 8  # 4 steps x 2 tables
+    assert len(observations) == 10  # 5 steps x 2 tables
     last = {o.asset_key: o.metadata for o in observations}
     orders_health = last[dg.AssetKey(["lake", "orders"])]
     assert orders_health["iceberg/data_files"].value == 1
