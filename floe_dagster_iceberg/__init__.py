@@ -46,6 +46,7 @@ from floe_dagster_iceberg.engine.config import (
 )
 from floe_dagster_iceberg.engine.maintenance import (
     CompactionResult,
+    DanglingDeletesResult,
     ExpireSnapshotsResult,
     OrphanFilesResult,
     PartitionCompaction,
@@ -101,6 +102,7 @@ __all__ = [
     "CompactionResult",
     "CreateTableResult",
     "CustomCatalogConfig",
+    "DanglingDeletesResult",
     "EmbeddedCatalogConfig",
     "ExpireSnapshotsResult",
     "FileIOImplementation",

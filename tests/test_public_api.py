@@ -24,6 +24,7 @@ PUBLIC_BEFORE_THE_ENGINE_LAYOUT = {
     "track_maintenance",
 }  # fmt: skip
 DELIBERATE_ADDITIONS = {
+    "DanglingDeletesResult",
     "CatalogSetupError",
     "validate_iceberg_definitions",
     "GlueCatalogConfig",
