@@ -245,7 +245,7 @@ class Demo:
                 "dagster/asset_partition_range_end": partition_range[1],
             }
         result = self.dg.materialize(
-            self.assets.all_assets,
+            [*self.assets.all_assets, *self.assets.audit_checks],
             selection=list(selection),
             partition_key=partition_key,
             resources=self.resources,
@@ -356,6 +356,13 @@ def _change_data_capture(demo: Demo) -> None:
     )
 
 
+def _audit_branch(result: Any) -> str:
+    from floe_dagster_iceberg.audit import AUDIT_BRANCH_METADATA
+
+    (materialization,) = result.asset_materializations_for_node("marts__revenue_by_region")
+    return materialization.metadata[AUDIT_BRANCH_METADATA].value
+
+
 def main() -> int:
     warnings.filterwarnings("ignore")  # beta/preview notices of Dagster APIs the example uses
     started = time.monotonic()
@@ -395,7 +402,7 @@ def _run(demo: Demo, started: float) -> int:
             raw = demo.partition_row_count(assets.EVENTS, day)
             staged = demo.partition_row_count(assets.STG_EVENTS, day)
             _say(f"   {day}: {raw} raw events, {staged} after de-duplication")
-    demo.materialize(
+    marts = demo.materialize(
         [assets.FCT_ORDERS, assets.REVENUE_BY_REGION],
         partition_range=(f"{DEMO_DAYS[0]}|eu", f"{DEMO_DAYS[-1]}|apac"),
     )
@@ -407,6 +414,11 @@ def _run(demo: Demo, started: float) -> int:
     _say(
         "   marts.revenue_by_region: "
         + ", ".join(f"{r['region']} {r['revenue']:,.2f} ({r['orders']} orders)" for r in revenue)
+    )
+    (audit,) = marts.get_asset_check_evaluations()
+    _say(
+        f"   write-audit-publish: staged on branch {_audit_branch(marts)}, check "
+        f"{audit.check_name} {'passed' if audit.passed else 'FAILED'}, published to main"
     )
 
     _say("3. Upsert weekly CRM exports into dim.customers (merge on customer_id)")

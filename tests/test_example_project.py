@@ -83,7 +83,7 @@ class Lakehouse:
             ops = {op: {"config": config} for op, config in op_config.items()}
             run_config["ops"] = {**run_config.get("ops", {}), **ops}
         result = dg.materialize(
-            assets.all_assets,
+            [*assets.all_assets, *assets.audit_checks],
             selection=selection,
             partition_key=partition_key,
             resources=self.resources,
@@ -175,6 +175,13 @@ def test_every_asset_kind_materializes_with_rows_per_partition(lakehouse: Lakeho
         "event_date",
         "region",
     ]
+    # Audited: the blocking check read the staged write, then it was published to main.
+    (audit,) = result.get_asset_check_evaluations()
+    assert audit.passed
+    assert audit.metadata["regions"].value == len(REGIONS)
+    (revenue_meta,) = _metadata(result, assets.REVENUE_BY_REGION)
+    assert revenue_meta["iceberg/audit_branch"] == f"audit-{result.run_id}"
+    assert set(lakehouse.manager.load_table("marts.revenue_by_region").refs()) == {"main"}
     revenue = {r["region"]: r for r in lakehouse.scan("marts.revenue_by_region").to_pylist()}
     assert set(revenue) == set(REGIONS)
     for region, row in revenue.items():
@@ -401,6 +408,7 @@ def test_demo_command_reports_tables_maintenance_and_the_ui(demo: DemoTwice) -> 
         "2024-01-07:",  # the backfill's last day
         "updated,",  # the upserts
         "time travel",
+        "write-audit-publish: staged on branch audit-",
         "compaction:",
         "snapshots expired",
         "Tables after maintenance",

@@ -164,6 +164,7 @@ def fct_orders(context: dg.AssetExecutionContext, stg_events: pl.DataFrame) -> p
         )
     },
     io_manager_key="iceberg",
+    metadata={"write_audit_publish": True},
     kinds={"iceberg", "polars"},
     owners=[ANALYTICS_TEAM],
     tags={"layer": "mart"},
@@ -172,7 +173,9 @@ def revenue_by_region(fct_orders: pl.LazyFrame) -> pl.DataFrame:
     """Revenue, orders and buyers per region over every loaded day.
 
     Unpartitioned: it reads all partitions of ``marts.fct_orders`` (an ``AllPartitionMapping``)
-    and only the four columns it needs (``columns`` input metadata).
+    and only the four columns it needs (``columns`` input metadata). Audited
+    (``write_audit_publish``): each write is staged on an audit branch, and dashboards reading
+    ``main`` see it only once ``revenue_by_region_is_sound`` passed.
     """
     return (
         fct_orders.group_by("region")
@@ -185,6 +188,20 @@ def revenue_by_region(fct_orders: pl.LazyFrame) -> pl.DataFrame:
         )
         .sort("region")
         .collect()
+    )
+
+
+@dg.asset_check(asset=REVENUE_BY_REGION, blocking=True)
+def revenue_by_region_is_sound(revenue_by_region: pl.DataFrame) -> dg.AssetCheckResult:
+    """Blocks publication of a revenue table with a region without orders or with revenue
+    that is not positive. It reads the staged write, on the run's audit branch."""
+    unsound = revenue_by_region.filter((pl.col("orders") == 0) | (pl.col("revenue") <= 0))
+    return dg.AssetCheckResult(
+        passed=revenue_by_region.height > 0 and unsound.height == 0,
+        metadata={
+            "regions": revenue_by_region.height,
+            "unsound_regions": unsound.get_column("region").to_list(),
+        },
     )
 
 
@@ -346,6 +363,9 @@ lakehouse_assets = [
 
 all_assets = [*lakehouse_assets, customers_baseline]
 """Every asset of the code location (``customers_baseline`` tags a table, it stores none)."""
+
+audit_checks = [revenue_by_region_is_sound]
+"""Blocking checks of audited assets (write-audit-publish)."""
 
 daily_events_job = dg.define_asset_job(
     "daily_events",

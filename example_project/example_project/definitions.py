@@ -18,7 +18,7 @@ from pathlib import Path
 import dagster as dg
 
 from example_project import maintenance
-from example_project.assets import all_assets, daily_events_job
+from example_project.assets import all_assets, audit_checks, daily_events_job
 from example_project.resources import catalog_from_env
 from floe_dagster_iceberg import create_iceberg_resources, validate_iceberg_definitions
 
@@ -27,6 +27,7 @@ def build_definitions() -> dg.Definitions:
     """Assets with their resources, merged with the maintenance definitions and components."""
     lakehouse = dg.Definitions(
         assets=all_assets,
+        asset_checks=audit_checks,
         jobs=[daily_events_job],
         resources=create_iceberg_resources(catalog_from_env()),
         # A run handles one partition or one range of a few small tables: its steps run in the
