@@ -29,6 +29,9 @@ DELIBERATE_ADDITIONS = {
     "validate_iceberg_definitions",
     "GlueCatalogConfig",
     "S3TablesCatalogConfig",
+    "build_iceberg_observation_sensor",
+    "iceberg_pipes_result",
+    "iceberg_pipes_results",
 }
 
 

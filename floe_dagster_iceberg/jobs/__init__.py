@@ -20,6 +20,10 @@ Example:
 
 from floe_dagster_iceberg.jobs.definitions import build_iceberg_maintenance_definitions
 from floe_dagster_iceberg.jobs.job import build_iceberg_maintenance_job, maintain_op_name
+from floe_dagster_iceberg.jobs.observation_sensor import (
+    ObservationSensorCursor,
+    build_iceberg_observation_sensor,
+)
 from floe_dagster_iceberg.jobs.op import build_iceberg_maintenance_op
 from floe_dagster_iceberg.jobs.options import MaintenanceOptions
 from floe_dagster_iceberg.jobs.schedule import build_iceberg_maintenance_schedule
@@ -42,11 +46,13 @@ __all__ = [
     "CompactionSensorCursor",
     "MaintenanceOptions",
     "MaintenanceStep",
+    "ObservationSensorCursor",
     "build_iceberg_compaction_sensor",
     "build_iceberg_maintenance_definitions",
     "build_iceberg_maintenance_job",
     "build_iceberg_maintenance_op",
     "build_iceberg_maintenance_schedule",
+    "build_iceberg_observation_sensor",
     "iceberg_asset_tables",
     "maintain_op_name",
 ]
