@@ -8,6 +8,7 @@ Example:
     ... )
 """
 
+from floe_dagster_iceberg.audit import AUDIT_BRANCH_METADATA, audit_branch_name
 from floe_dagster_iceberg.catalog_config import (
     HOME_ENV_VAR,
     CustomCatalogConfig,
@@ -21,6 +22,7 @@ from floe_dagster_iceberg.catalog_config import (
 )
 from floe_dagster_iceberg.checks import build_iceberg_health_checks
 from floe_dagster_iceberg.components import IcebergHealthChecksModel, IcebergMaintenanceComponent
+from floe_dagster_iceberg.engine.branches import PublishResult
 from floe_dagster_iceberg.engine.config import (
     ArrowStringType,
     ChangeCapture,
@@ -77,11 +79,9 @@ from floe_dagster_iceberg.jobs import (
     build_iceberg_maintenance_job,
     build_iceberg_maintenance_op,
     build_iceberg_maintenance_schedule,
-    build_iceberg_observation_sensor,
     iceberg_asset_tables,
 )
 from floe_dagster_iceberg.lineage import LineageConfig, flush_lineage, track_maintenance
-from floe_dagster_iceberg.pipes import iceberg_pipes_result, iceberg_pipes_results
 from floe_dagster_iceberg.resource import IcebergCatalogResource
 from floe_dagster_iceberg.type_handlers import (
     LoadRequest,
@@ -94,6 +94,7 @@ from floe_dagster_iceberg.validation import validate_iceberg_definitions
 from floe_dagster_iceberg.version import __version__
 
 __all__ = [
+    "AUDIT_BRANCH_METADATA",
     "HOME_ENV_VAR",
     "ArrowStringType",
     "CatalogConnectionError",
@@ -128,6 +129,7 @@ __all__ = [
     "PartitionSpecUpdateMode",
     "PartitionTransform",
     "PolarsReader",
+    "PublishResult",
     "ReadRequest",
     "RestCatalogConfig",
     "RetryPolicy",
@@ -155,18 +157,16 @@ __all__ = [
     "WriteMode",
     "WriteResult",
     "__version__",
+    "audit_branch_name",
     "build_iceberg_compaction_sensor",
     "build_iceberg_health_checks",
     "build_iceberg_maintenance_definitions",
     "build_iceberg_maintenance_job",
     "build_iceberg_maintenance_op",
     "build_iceberg_maintenance_schedule",
-    "build_iceberg_observation_sensor",
     "create_iceberg_resources",
     "flush_lineage",
     "iceberg_asset_tables",
-    "iceberg_pipes_result",
-    "iceberg_pipes_results",
     "register_type_handler",
     "set_tracer_provider",
     "track_maintenance",
