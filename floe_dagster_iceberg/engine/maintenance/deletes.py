@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import pyarrow as pa
 from pyiceberg.manifest import (
     DATA_FILE_TYPE,
     INITIAL_SEQUENCE_NUMBER,
@@ -146,6 +147,7 @@ class DeleteIndex:
         }
         self._oldest = min(self._oldest_by_partition.values(), default=None)
         self._targets: dict[str, dict[str, int]] = {}
+        self._positions: dict[str, dict[str, pa.ChunkedArray]] = {}
         self._by_data_file: dict[str, list[LiveFile]] | None = None
 
     @classmethod
@@ -181,8 +183,14 @@ class DeleteIndex:
             candidates = {p: f for p, f in candidates.items() if lower <= p.encode() <= upper}
         if not candidates:
             return {}
-        positions = read_position_deletes(self._io, delete.file)
+        positions = self._read(delete)
         return {path: len(rows) for path, rows in positions.items() if path in candidates}
+
+    def _read(self, delete: LiveFile) -> dict[str, pa.ChunkedArray]:
+        """The positions a position-delete file deletes, per data file (read once)."""
+        if delete.path not in self._positions:
+            self._positions[delete.path] = read_position_deletes(self._io, delete.file)
+        return self._positions[delete.path]
 
     def position_deletes_for(self, data_path: str) -> list[LiveFile]:
         """The position-delete files that delete rows of the live data file ``data_path``."""
@@ -200,7 +208,7 @@ class DeleteIndex:
         data = self.data[data_path]
         deleted: set[int] = set()
         for delete in self.position_deletes_for(data_path):
-            rows = read_position_deletes(self._io, delete.file).get(data_path)
+            rows = self._read(delete).get(data_path)
             if rows is not None:
                 deleted.update(p for p in rows.to_pylist() if p < data.file.record_count)
         return len(deleted)
