@@ -56,6 +56,11 @@ from floe_dagster_iceberg.engine.maintenance import (
     SkippedPartition,
     TableHealth,
 )
+from floe_dagster_iceberg.engine.maintenance.engines import (
+    LocalEngineConfig,
+    MaintenanceEngine,
+    SparkEngineConfig,
+)
 from floe_dagster_iceberg.engine.manager import CreateTableResult, IcebergTableManager
 from floe_dagster_iceberg.engine.scan import ReadRequest
 from floe_dagster_iceberg.engine.telemetry import set_tracer_provider
@@ -122,6 +127,8 @@ __all__ = [
     "LoadRequest",
     "MaintenanceStep",
     "NullOrder",
+    "LocalEngineConfig",
+    "MaintenanceEngine",
     "OrphanFilesResult",
     "PartitionCompaction",
     "PartitionField",
@@ -147,6 +154,7 @@ __all__ = [
     "SortField",
     "SqlCatalogConfig",
     "TableConfig",
+    "SparkEngineConfig",
     "TableHealth",
     "TableNotFoundError",
     "TableSchema",

@@ -37,12 +37,14 @@ from infra.catalogs import (  # noqa: E402
 )
 from infra.postgres import PostgresServer, PostgresStartError  # noqa: E402
 from infra.seaweedfs import SeaweedFS, SeaweedFSStartError  # noqa: E402
+from infra.spark import SparkSetupError, spark_jars  # noqa: E402
 from infra.warehouse import list_warehouse_files, table_files  # noqa: E402
 
 from floe_dagster_iceberg import (  # noqa: E402
     EmbeddedCatalogConfig,
     IcebergCatalogResource,
     IcebergTableManager,
+    SparkEngineConfig,
     create_iceberg_resources,
 )
 
@@ -54,6 +56,28 @@ def pytest_terminal_summary(terminalreporter) -> None:
     if _STARTUP_SECONDS:
         timings = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in _STARTUP_SECONDS.items())
         terminalreporter.write_line(f"test servers started: {timings}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep the tests of one ``xdist_group`` in one worker under ``--dist=loadgroup``.
+
+    pytest-xdist 3.8 tags them by setting ``item._nodeid``, which pytest 9 no longer reads
+    (the id lives in ``item._id``), so the groups would be spread over the workers and, for
+    example, every worker would start its own Spark session.
+    """
+    if not getattr(config.option, "loadgroup", False):
+        return
+    try:
+        from _pytest.nodeid import NodeId
+    except ImportError:  # pytest < 9: xdist's own tagging works
+        return
+    for item in items:
+        groups = {
+            str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+            for mark in item.iter_markers("xdist_group")
+        }
+        if groups and "@" not in item.nodeid and hasattr(item, "_id"):
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(sorted(groups))}")
 
 
 # -- servers -----------------------------------------------------------------------------------
@@ -170,6 +194,73 @@ def postgres_catalog_properties(
     }
     initialise_sql_catalog(properties)
     return properties
+
+
+@pytest.fixture(scope="session")
+def spark_catalog_properties(
+    postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    """A SQL catalog on a PostgreSQL database of the session, reached over TCP (Spark's JDBC
+    driver speaks no Unix socket: a loopback port forwards to it), warehouse in tmp.
+
+    Spark keeps one catalog per name and session, so Spark tests share this catalog: isolate
+    them with the ``namespace`` fixture.
+    """
+    from infra.forward import UnixSocketForward
+
+    database = postgres_server.create_database()
+    warehouse = tmp_path_factory.mktemp("spark") / "warehouse"
+    warehouse.mkdir()
+    with UnixSocketForward(postgres_server.socket_path) as forward:
+        properties = {
+            "type": "sql",
+            "uri": f"postgresql+psycopg2://postgres@127.0.0.1:{forward.port}/{database}",
+            "warehouse": warehouse.as_uri(),
+        }
+        initialise_sql_catalog(properties)
+        yield properties
+    postgres_server.drop_database(database)
+
+
+@pytest.fixture(scope="session")
+def spark_engine(spark_catalog_properties: dict[str, str]) -> Iterator[SparkEngineConfig]:
+    """The Spark maintenance engine on ``spark_catalog_properties``: ONE local[2] session for the
+    whole test session (started here, through the engine), stopped at the end."""
+    import time
+
+    from floe_dagster_iceberg.engine.maintenance.spark import spark_session
+
+    try:
+        jars = spark_jars()
+    except SparkSetupError as exc:
+        pytest.fail(f"Spark cannot run here: {exc}", pytrace=False)
+    engine = SparkEngineConfig(
+        master="local[2]",
+        jars=jars,
+        conf={
+            "spark.driver.memory": "768m",
+            "spark.ui.enabled": "false",
+            "spark.sql.shuffle.partitions": "2",
+            "spark.default.parallelism": "2",
+            "spark.driver.host": "127.0.0.1",
+            "spark.driver.bindAddress": "127.0.0.1",
+            # Short jobs on tiny tables: the quick JIT tier and no code generation start
+            # faster than they would run optimised.
+            "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+            "spark.sql.codegen.wholeStage": "false",
+            "spark.sql.adaptive.enabled": "false",
+        },
+    )
+    catalog = load_test_catalog(spark_catalog_properties)
+    started = time.perf_counter()
+    session = spark_session(engine, catalog)
+    _STARTUP_SECONDS["spark"] = time.perf_counter() - started
+    session.sparkContext.setLogLevel("ERROR")
+    try:
+        yield engine
+    finally:
+        dispose_catalog(catalog)
+        session.stop()
 
 
 @pytest.fixture

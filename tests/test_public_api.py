@@ -32,6 +32,9 @@ DELIBERATE_ADDITIONS = {
     "build_iceberg_observation_sensor",
     "iceberg_pipes_result",
     "iceberg_pipes_results",
+    "LocalEngineConfig",
+    "MaintenanceEngine",
+    "SparkEngineConfig",
 }
 
 

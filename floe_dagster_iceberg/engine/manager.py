@@ -49,6 +49,11 @@ from floe_dagster_iceberg.engine.config import (
     WriteResult,
 )
 from floe_dagster_iceberg.engine.identifiers import table_identifier
+from floe_dagster_iceberg.engine.maintenance import spark as spark_maintenance
+from floe_dagster_iceberg.engine.maintenance.engines import (
+    MaintenanceEngineConfig,
+    SparkEngineConfig,
+)
 from floe_dagster_iceberg.engine.outages import connection_error
 from floe_dagster_iceberg.engine.partitioning import (
     build_partition_spec,
@@ -699,10 +704,26 @@ class IcebergTableManager:
         target_file_size_bytes: int | None = None,
         min_input_files: int = 2,
         partition_filter: BooleanExpression | None = None,
+        engine: MaintenanceEngineConfig | None = None,
     ) -> CompactionResult:
         """Bin-pack small files per partition in one commit, up to ``target_file_size_bytes``
         (default: the table's ``write.target-file-size-bytes``); see
-        :mod:`floe_dagster_iceberg.engine.maintenance.compaction`."""
+        :mod:`floe_dagster_iceberg.engine.maintenance.compaction`. ``engine``: where it runs
+        (default: here; :class:`SparkEngineConfig`: Spark's ``rewrite_data_files``)."""
+        if isinstance(engine, SparkEngineConfig):
+            return self._maintain(
+                "compact",
+                "compacting",
+                table,
+                lambda loaded: spark_maintenance.compact(
+                    self.catalog,
+                    loaded,
+                    engine,
+                    target_file_size_bytes=target_file_size_bytes,
+                    min_input_files=min_input_files,
+                    partition_filter=partition_filter,
+                ),
+            )
         return self._maintain(
             "compact",
             "compacting",
@@ -722,9 +743,20 @@ class IcebergTableManager:
         table: TableRef,
         older_than: datetime | timedelta | None = None,
         retain_last: int | None = None,
+        engine: MaintenanceEngineConfig | None = None,
     ) -> ExpireSnapshotsResult:
         """Expire old snapshots and delete the files only they referenced; defaults: the table's
-        ``history.expire.*`` properties (Iceberg's: 5 days, 1 snapshot)."""
+        ``history.expire.*`` properties (Iceberg's: 5 days, 1 snapshot). ``engine``: where it
+        runs (default: here; :class:`SparkEngineConfig`: Spark's ``expire_snapshots``)."""
+        if isinstance(engine, SparkEngineConfig):
+            return self._maintain(
+                "expire",
+                "expiring snapshots of",
+                table,
+                lambda loaded: spark_maintenance.expire_snapshots(
+                    self.catalog, loaded, engine, older_than=older_than, retain_last=retain_last
+                ),
+            )
         return self._maintain(
             "expire",
             "expiring snapshots of",
@@ -743,8 +775,19 @@ class IcebergTableManager:
         table: TableRef,
         older_than: timedelta = maintenance.DEFAULT_ORPHAN_AGE,
         dry_run: bool = False,
+        engine: MaintenanceEngineConfig | None = None,
     ) -> OrphanFilesResult:
-        """Delete files under the table location that no metadata references."""
+        """Delete files under the table location that no metadata references. ``engine``: where
+        it runs (default: here; :class:`SparkEngineConfig`: Spark's ``remove_orphan_files``)."""
+        if isinstance(engine, SparkEngineConfig):
+            return self._maintain(
+                "remove_orphans",
+                "removing orphan files of",
+                table,
+                lambda loaded: spark_maintenance.remove_orphan_files(
+                    self.catalog, loaded, engine, older_than=older_than, dry_run=dry_run
+                ),
+            )
         return self._maintain(
             "remove_orphans",
             "removing orphan files of",
@@ -766,8 +809,18 @@ class IcebergTableManager:
             ),
         )
 
-    def rewrite_manifests(self, table: TableRef) -> RewriteManifestsResult:
-        """Rewrite the current snapshot's manifests into few, well-clustered ones."""
+    def rewrite_manifests(
+        self, table: TableRef, engine: MaintenanceEngineConfig | None = None
+    ) -> RewriteManifestsResult:
+        """Rewrite the current snapshot's manifests into few, well-clustered ones. ``engine``:
+        where it runs (default: here; :class:`SparkEngineConfig`: Spark's ``rewrite_manifests``)."""
+        if isinstance(engine, SparkEngineConfig):
+            return self._maintain(
+                "rewrite_manifests",
+                "rewriting manifests of",
+                table,
+                lambda loaded: spark_maintenance.rewrite_manifests(self.catalog, loaded, engine),
+            )
         return self._maintain(
             "rewrite_manifests",
             "rewriting manifests of",

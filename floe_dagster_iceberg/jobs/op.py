@@ -86,7 +86,7 @@ def build_iceberg_maintenance_op(
     Example:
         >>> op = build_iceberg_maintenance_op(["expire_snapshots"], namespaces=["sales"])
         >>> op.name, sorted(op.config_schema.config_type.fields)[:3]
-        ('iceberg_maintenance', ['asset_keys', 'expire_older_than_hours', 'namespaces'])
+        ('iceberg_maintenance', ['asset_keys', 'engine', 'expire_older_than_hours'])
     """
     chosen = check_steps(steps)
     selection = TableSelection.of(tables, namespaces, assets, io_manager_key, default_namespace)

@@ -23,9 +23,10 @@ from types import NoneType, UnionType
 from typing import Any, Union, get_args, get_origin
 
 import dagster as dg
-from pydantic import ByteSize, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, TypeAdapter, field_validator
 
 from floe_dagster_iceberg.engine.maintenance import DEFAULT_ORPHAN_AGE
+from floe_dagster_iceberg.engine.maintenance.engines import LocalEngineConfig, SparkEngineConfig
 
 __all__ = ["MaintenanceOptions", "maintenance_options", "option_config_fields"]
 
@@ -73,6 +74,14 @@ class MaintenanceOptions(dg.Model):
     )
     orphan_dry_run: bool = Field(
         default=False, description="Report orphan files without deleting them."
+    )
+    # A plain union (each model's ``type`` tells them apart): the YAML model dg derives for the
+    # component adds a template-string variant, which a discriminated union cannot hold.
+    engine: LocalEngineConfig | SparkEngineConfig = Field(
+        default_factory=LocalEngineConfig,
+        description="Where compaction, manifest rewrite, snapshot expiry and orphan removal run: "
+        "{type: local} (this process, the default) or {type: spark, ...} (Spark's Iceberg "
+        "procedures on Spark Connect (connect_url) or a Spark session started here).",
     )
 
     @field_validator("expire_older_than_hours", "orphan_older_than_hours", mode="before")
@@ -125,7 +134,9 @@ def maintenance_options(
 
     Example:
         >>> maintenance_options(MaintenanceOptions(retain_last=5), {"orphan_dry_run": True})
-        MaintenanceOptions(target_file_size_bytes=None, min_input_files=2, expire_older_than_hours=None, retain_last=5, orphan_older_than_hours=72.0, orphan_dry_run=True)
+        MaintenanceOptions(target_file_size_bytes=None, min_input_files=2, expire_older_than_hours=None, retain_last=5, orphan_older_than_hours=72.0, orphan_dry_run=True, engine=LocalEngineConfig(type=<MaintenanceEngine.LOCAL: 'local'>))
+        >>> maintenance_options(values={"engine": {"type": "spark", "master": "local[2]"}}).engine.master
+        'local[2]'
     """
     if not values:
         return options if options is not None else MaintenanceOptions()
@@ -134,8 +145,11 @@ def maintenance_options(
 
 
 def _config_type(annotation: Any) -> Any:
-    """The Dagster config type of an option: ``int | None`` -> ``Noneable(int)``."""
+    """The Dagster config type of an option: ``int | None`` -> ``Noneable(int)``; the engine
+    (a discriminated union of models) -> a mapping checked by :class:`MaintenanceOptions`."""
     args = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else ()
+    if args and all(isinstance(arg, type) and issubclass(arg, BaseModel) for arg in args):
+        return dg.Permissive()
     inner = [arg for arg in args if arg is not NoneType]
     if args and len(inner) == 1:
         return dg.Noneable(_config_type(inner[0]))
@@ -155,9 +169,12 @@ def option_config_fields(names: Iterable[str], defaults: MaintenanceOptions) -> 
     fields: dict[str, dg.Field] = {}
     for name in names:
         info = MaintenanceOptions.model_fields[name]
+        default = getattr(defaults, name)
         fields[name] = dg.Field(
             _config_type(info.annotation),
-            default_value=getattr(defaults, name),
+            default_value=default.model_dump(mode="json")
+            if isinstance(default, BaseModel)
+            else default,
             description=info.description,
         )
     return fields

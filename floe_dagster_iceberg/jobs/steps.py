@@ -9,7 +9,7 @@ Example:
     ['compact', 'remove_dangling_deletes', 'rewrite_manifests', 'expire_snapshots',
      'remove_orphan_files', 'table_health']
     >>> STEPS["expire_snapshots"].options
-    ('expire_older_than_hours', 'retain_last')
+    ('expire_older_than_hours', 'retain_last', 'engine')
 """
 
 from collections.abc import Callable, Mapping, Sequence
@@ -90,6 +90,7 @@ def _compact(manager: Any, table: str, options: MaintenanceOptions) -> Any:
         table,
         target_file_size_bytes=options.target_file_size_bytes,  # None: the table's
         min_input_files=options.min_input_files,
+        engine=options.engine,
     )
 
 
@@ -99,7 +100,7 @@ STEPS: Mapping[MaintenanceStep, Step] = {
         Step(
             "compact",
             _compact,
-            options=("target_file_size_bytes", "min_input_files"),
+            options=("target_file_size_bytes", "min_input_files", "engine"),
             totals=("files_rewritten", "bytes_rewritten", "files_added", "bytes_added"),
             summary=lambda m: (
                 f"{m['files_rewritten']} files ({readable_size(m['bytes_rewritten'])}) -> "
@@ -118,16 +119,20 @@ STEPS: Mapping[MaintenanceStep, Step] = {
         ),
         Step(
             "rewrite_manifests",
-            lambda manager, table, _: manager.rewrite_manifests(table),
+            lambda manager, table, options: manager.rewrite_manifests(table, engine=options.engine),
+            options=("engine",),
             totals=("manifests_before", "manifests_after"),
             summary=lambda m: f"{m['manifests_before']} -> {m['manifests_after']} manifests",
         ),
         Step(
             "expire_snapshots",
             lambda manager, table, options: manager.expire_snapshots(
-                table, older_than=options.expire_older_than, retain_last=options.retain_last
+                table,
+                older_than=options.expire_older_than,
+                retain_last=options.retain_last,
+                engine=options.engine,
             ),
-            options=("expire_older_than_hours", "retain_last"),
+            options=("expire_older_than_hours", "retain_last", "engine"),
             totals=("snapshots_expired", "files_deleted", "bytes_freed"),
             summary=lambda m: (
                 f"{m['snapshots_expired']} snapshots expired, {m['files_deleted']} files "
@@ -137,9 +142,12 @@ STEPS: Mapping[MaintenanceStep, Step] = {
         Step(
             "remove_orphan_files",
             lambda manager, table, options: manager.remove_orphan_files(
-                table, older_than=options.orphan_older_than, dry_run=options.orphan_dry_run
+                table,
+                older_than=options.orphan_older_than,
+                dry_run=options.orphan_dry_run,
+                engine=options.engine,
             ),
-            options=("orphan_older_than_hours", "orphan_dry_run"),
+            options=("orphan_older_than_hours", "orphan_dry_run", "engine"),
             totals=("orphan_files", "files_deleted", "bytes_freed"),
             summary=lambda m: (
                 f"{m['orphan_files']} orphan files, {m['files_deleted']} deleted "

@@ -130,6 +130,13 @@ class PostgresServer:
         assert socket_dir is not None, "pgserver always uses a Unix socket on this platform"
         return Path(socket_dir)
 
+    @property
+    def socket_path(self) -> Path:
+        """The server's Unix socket file (``<socket dir>/.s.PGSQL.<port>``)."""
+        assert self._server is not None
+        port = self._server.get_postmaster_info().port or 5432
+        return self.socket_dir / f".s.PGSQL.{port}"
+
     def uri(self, database: str = _USER) -> str:
         """libpq URI, e.g. for ``psycopg2.connect`` or ``psql``."""
         return f"postgresql://{_USER}@/{database}?host={quote(str(self.socket_dir), safe='/')}"

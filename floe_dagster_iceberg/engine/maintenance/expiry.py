@@ -44,16 +44,18 @@ if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
     from pyiceberg.table.metadata import TableMetadata
 
-__all__ = ["expire_snapshots"]
+__all__ = ["expire_snapshots", "resolve_cutoff", "snapshots_to_expire"]
 
 log = logging.getLogger("floe_dagster_iceberg.engine.maintenance")
 
 _METADATA_VERSION = re.compile(r"^v?(?P<version>\d+)[-.]")
 
 
-def _resolve_cutoff(
+def resolve_cutoff(
     table: Table, older_than: datetime | timedelta | None, now: datetime
 ) -> datetime:
+    """The time before which snapshots expire: ``older_than`` ago (or at it), by default the
+    table's ``history.expire.max-snapshot-age-ms`` ago."""
     if older_than is None:
         max_age_ms = props.int_property(
             table.properties, props.MAX_SNAPSHOT_AGE, props.MAX_SNAPSHOT_AGE_DEFAULT_MS
@@ -68,7 +70,7 @@ def _resolve_cutoff(
     return older_than
 
 
-def _snapshots_to_expire(
+def snapshots_to_expire(
     metadata: TableMetadata, cutoff_ms: int, retain_last: int, now_ms: int
 ) -> set[int]:
     """Snapshots older than the cutoff that no ref retains.
@@ -135,7 +137,7 @@ def expire_snapshots(
     started = time.monotonic()
     name = table_name(table)
     now = datetime.now(UTC)
-    cutoff = _resolve_cutoff(table, older_than, now)
+    cutoff = resolve_cutoff(table, older_than, now)
     if retain_last is None:
         retain_last = props.int_property(
             table.properties, props.MIN_SNAPSHOTS_TO_KEEP, props.MIN_SNAPSHOTS_TO_KEEP_DEFAULT
@@ -153,7 +155,7 @@ def expire_snapshots(
         current = table if attempt == 1 else reload(catalog, table)
         # The commit updates ``current`` in place: keep the metadata it started from.
         before = current.metadata
-        to_expire = _snapshots_to_expire(before, cutoff_ms, retain_last, now_ms)
+        to_expire = snapshots_to_expire(before, cutoff_ms, retain_last, now_ms)
         if not to_expire:
             break
         try:
