@@ -6,9 +6,9 @@ calls :func:`report_iceberg_snapshot`, and the asset that launched it turns the 
 materialization with the same metadata, OpenLineage events and checks as an
 ``IcebergIOManager`` write (``floe_dagster_iceberg.iceberg_pipes_results``).
 
-This module needs only ``dagster-pipes``: importing it imports neither Dagster nor
-``floe_dagster_iceberg``, so it is cheap to import in a Spark driver, and it is one file that can
-be shipped on its own (``spark-submit --py-files``).
+This package needs only ``dagster-pipes``: importing it imports neither Dagster nor
+``floe_dagster_iceberg``, so it is cheap to import in a Spark driver. It is this one file with no
+relative import, so a job can also ship it on its own (zipped, with ``spark-submit --py-files``).
 
 Example:
     >>> from dagster_pipes import open_dagster_pipes

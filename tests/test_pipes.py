@@ -5,6 +5,7 @@ The external job is a real subprocess (``PipesSubprocessClient``) that writes wi
 PyIceberg and reports with ``floe_dagster_iceberg_pipes``.
 """
 
+import datetime as dt
 import json
 import logging
 import sys
@@ -225,23 +226,27 @@ def test_a_partition_overwrite_of_two_snapshots_counts_the_partition(
     script = tmp_path / "job.py"
     script.write_text(JOB)
     catalog = _catalog(tmp_path / "lake")
-    days = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-01-03")
-    resources = _resources(catalog)
-
-    def run(rows: int, day: str) -> None:
-        external = _pipes_asset(
-            script, "sales.daily", rows, name="daily", partitions_def=days,
-            metadata={"partition_expr": "day"},
-        )  # fmt: skip
-        result = dg.materialize(
-            [external], partition_key=day, resources=resources, instance=instance
+    # Two days already in the table: 3 rows on 2024-01-01, 4 on 2024-01-02.
+    catalog.load_catalog().create_namespace("sales")
+    existing = catalog.load_catalog().create_table(
+        "sales.daily", pa.schema([("day", pa.date32()), ("id", pa.int64())])
+    )
+    for day, rows in ((dt.date(2024, 1, 1), 3), (dt.date(2024, 1, 2), 4)):
+        existing.append(
+            pa.table({"day": pa.array([day] * rows, pa.date32()), "id": pa.array(range(rows))})
         )
-        assert result.success
+    days = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-01-03")
+    external = _pipes_asset(
+        script, "sales.daily", 2, name="daily", partitions_def=days,
+        metadata={"partition_expr": "day"},
+    )  # fmt: skip
 
-    run(3, "2024-01-01")
-    run(4, "2024-01-02")
-    run(2, "2024-01-01")  # replaces the 3 rows of the day: a delete and an append snapshot
+    # The job replaces the 3 rows of 2024-01-01 by 2: a delete and an append snapshot.
+    result = dg.materialize(
+        [external], partition_key="2024-01-01", resources=_resources(catalog), instance=instance
+    )
 
+    assert result.success
     values = _values(_materialization(instance, "sales/daily", "2024-01-01"))
     assert values["dagster/partition_row_count"] == 2
     assert values["dagster/row_count"] == 6
@@ -252,12 +257,6 @@ def test_a_partition_overwrite_of_two_snapshots_counts_the_partition(
     assert values["iceberg/files_deleted"] == 1
     table = catalog.get_manager().load_table("sales.daily")
     assert table.current_snapshot().summary["dagster.partition-keys"] == "2024-01-01"
-    assert (
-        _values(_materialization(instance, "sales/daily", "2024-01-02"))[
-            "dagster/partition_row_count"
-        ]
-        == 4
-    )
 
 
 def test_a_snapshot_the_catalog_does_not_have_fails_the_step_naming_the_table(
