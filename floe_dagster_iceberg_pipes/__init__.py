@@ -82,10 +82,8 @@ def iceberg_snapshot_properties(
     partition keys say in the table's history which asset and partitions the commit wrote.
 
     Example:
-        >>> from unittest.mock import MagicMock
-        >>> context = MagicMock(run_id="5f0b7c1e", asset_keys=["sales/orders"], is_partition_step=False)
-        >>> iceberg_snapshot_properties(context)
-        {'dagster.run-id': '5f0b7c1e', 'dagster.asset-key': 'sales/orders'}
+        >>> def append(context: PipesContext, table, rows) -> None:  # table: PyIceberg's
+        ...     table.append(rows, snapshot_properties=iceberg_snapshot_properties(context))
     """
     properties = {RUN_ID_PROPERTY: context.run_id}
     keys = [asset_key] if asset_key else list(context.asset_keys if context.is_asset_step else ())
@@ -124,12 +122,12 @@ def report_iceberg_snapshot(
     events as an IO manager write.
 
     Example:
-        >>> from unittest.mock import MagicMock
-        >>> context = MagicMock()
-        >>> report_iceberg_snapshot(context, "sales.orders", 4815162342)
-        4815162342
-        >>> context.report_asset_materialization.call_args.kwargs["metadata"]
-        {'iceberg/table': 'sales.orders', 'iceberg/snapshot_id': 4815162342}
+        >>> def report(context: PipesContext, spark) -> int:  # after the job wrote the table
+        ...     (snapshot_id,) = spark.sql(
+        ...         "SELECT snapshot_id FROM lake.sales.orders.snapshots "
+        ...         "ORDER BY committed_at DESC LIMIT 1"
+        ...     ).first()
+        ...     return report_iceberg_snapshot(context, "sales.orders", snapshot_id)
     """
     name = _table_name(table)
     if snapshot_id is None:
