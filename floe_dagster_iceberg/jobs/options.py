@@ -75,6 +75,12 @@ class MaintenanceOptions(dg.Model):
     orphan_dry_run: bool = Field(
         default=False, description="Report orphan files without deleting them."
     )
+    audit_branch_max_age_hours: float = Field(
+        default=7 * 24,
+        ge=0,
+        description="Snapshot expiry first removes the audit branches (write-audit-publish) "
+        "whose last commit is older than this many hours: those of failed audits.",
+    )
     # A plain union (each model's ``type`` tells them apart): the YAML model dg derives for the
     # component adds a template-string variant, which a discriminated union cannot hold.
     engine: LocalEngineConfig | SparkEngineConfig = Field(
@@ -84,7 +90,12 @@ class MaintenanceOptions(dg.Model):
         "procedures on Spark Connect (connect_url) or a Spark session started here).",
     )
 
-    @field_validator("expire_older_than_hours", "orphan_older_than_hours", mode="before")
+    @field_validator(
+        "expire_older_than_hours",
+        "orphan_older_than_hours",
+        "audit_branch_max_age_hours",
+        mode="before",
+    )
     @classmethod
     def _hours(cls, value: Any) -> Any:
         return value.total_seconds() / 3600 if isinstance(value, timedelta) else value
@@ -116,6 +127,11 @@ class MaintenanceOptions(dg.Model):
         return value
 
     @property
+    def audit_branch_max_age(self) -> timedelta:
+        """``audit_branch_max_age_hours`` as a duration."""
+        return timedelta(hours=self.audit_branch_max_age_hours)
+
+    @property
     def expire_older_than(self) -> timedelta | None:
         """``expire_older_than_hours`` as a duration (None: the table's property)."""
         hours = self.expire_older_than_hours
@@ -134,7 +150,7 @@ def maintenance_options(
 
     Example:
         >>> maintenance_options(MaintenanceOptions(retain_last=5), {"orphan_dry_run": True})
-        MaintenanceOptions(target_file_size_bytes=None, min_input_files=2, expire_older_than_hours=None, retain_last=5, orphan_older_than_hours=72.0, orphan_dry_run=True, engine=LocalEngineConfig(type=<MaintenanceEngine.LOCAL: 'local'>))
+        MaintenanceOptions(target_file_size_bytes=None, min_input_files=2, expire_older_than_hours=None, retain_last=5, orphan_older_than_hours=72.0, orphan_dry_run=True, audit_branch_max_age_hours=168.0, engine=LocalEngineConfig(type=<MaintenanceEngine.LOCAL: 'local'>))
         >>> maintenance_options(values={"engine": {"type": "spark", "master": "local[2]"}}).engine.master
         'local[2]'
     """

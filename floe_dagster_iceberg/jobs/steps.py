@@ -9,13 +9,14 @@ Example:
     ['compact', 'remove_dangling_deletes', 'rewrite_manifests', 'expire_snapshots',
      'remove_orphan_files', 'table_health']
     >>> STEPS["expire_snapshots"].options
-    ('expire_older_than_hours', 'retain_last', 'engine')
+    ('expire_older_than_hours', 'retain_last', 'audit_branch_max_age_hours', 'engine')
 """
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from floe_dagster_iceberg.audit import AUDIT_BRANCH_PREFIX
 from floe_dagster_iceberg.engine.maintenance import TableHealth
 from floe_dagster_iceberg.jobs.options import MaintenanceOptions
 from floe_dagster_iceberg.metadata import STORAGE_KIND, readable_size, with_readable_sizes
@@ -94,6 +95,20 @@ def _compact(manager: Any, table: str, options: MaintenanceOptions) -> Any:
     )
 
 
+def _expire(manager: Any, table: str, options: MaintenanceOptions) -> Any:
+    """Remove stale audit branches (their snapshots can then expire), then expire snapshots."""
+    removed = manager.remove_stale_branches(
+        table, AUDIT_BRANCH_PREFIX, options.audit_branch_max_age
+    )
+    result = manager.expire_snapshots(
+        table,
+        older_than=options.expire_older_than,
+        retain_last=options.retain_last,
+        engine=options.engine,
+    )
+    return result.model_copy(update={"branches_removed": tuple(removed)})
+
+
 STEPS: Mapping[MaintenanceStep, Step] = {
     step.name: step
     for step in (
@@ -126,17 +141,22 @@ STEPS: Mapping[MaintenanceStep, Step] = {
         ),
         Step(
             "expire_snapshots",
-            lambda manager, table, options: manager.expire_snapshots(
-                table,
-                older_than=options.expire_older_than,
-                retain_last=options.retain_last,
-                engine=options.engine,
+            _expire,
+            options=(
+                "expire_older_than_hours",
+                "retain_last",
+                "audit_branch_max_age_hours",
+                "engine",
             ),
-            options=("expire_older_than_hours", "retain_last", "engine"),
             totals=("snapshots_expired", "files_deleted", "bytes_freed"),
             summary=lambda m: (
                 f"{m['snapshots_expired']} snapshots expired, {m['files_deleted']} files "
                 f"({readable_size(m['bytes_freed'])}) deleted"
+                + (
+                    f", {m['branches_removed']} stale audit branch(es) removed"
+                    if m["branches_removed"]
+                    else ""
+                )
             ),
         ),
         Step(

@@ -5,6 +5,7 @@ import os
 
 import dagster as dg
 
+from floe_dagster_iceberg.engine.config import WriteConfig
 from floe_dagster_iceberg.jobs import build_iceberg_maintenance_job, maintain_op_name
 from floe_dagster_iceberg.metadata import readable_size
 
@@ -84,3 +85,32 @@ def test_job_maintains_listed_assets_with_observations_and_run_metadata(
         loaded = manager.load_table(table)
         assert len(data_files_on_disk(loaded)) == 1
         assert manager.scan(table).sort_by("id").equals(rows)
+
+
+def test_expiry_removes_stale_audit_branches_then_their_snapshots(
+    resources, catalog_resource, instance
+):
+    orders = appending_asset("orders")
+    append_times(catalog_resource, [orders], 2)
+    manager = catalog_resource.get_manager()
+    rows = manager.scan("lake.orders").slice(0, 1)
+    failed_audit = manager.write("lake.orders", rows, WriteConfig(mode="append", branch="audit-r1"))
+    manager.write("lake.orders", rows, WriteConfig(mode="append", branch="feature"))
+    job = build_iceberg_maintenance_job(
+        "expiry",
+        assets=[orders],
+        steps=["expire_snapshots"],
+        expire_older_than_hours=0,
+        retain_last=1,
+        audit_branch_max_age_hours=0,
+    )
+    defs = dg.Definitions(assets=[orders], jobs=[job], resources=resources)
+
+    result = defs.get_job_def("expiry").execute_in_process(instance=instance)
+
+    assert result.success
+    table = manager.load_table("lake.orders")
+    assert set(table.refs()) == {"main", "feature"}
+    assert table.snapshot_by_id(failed_audit.snapshot_id) is None
+    metadata = output_metadata(result, maintain_op_name("expiry"))
+    assert "1 stale audit branch(es) removed" in metadata["expire_snapshots/summary"]

@@ -111,6 +111,8 @@ def test_op_config_holds_the_options_its_steps_read():
         "min_input_files",
         "expire_older_than_hours",
         "retain_last",
+        "audit_branch_max_age_hours",
+        "engine",
     }
     assert fields["retain_last"].default_value == 3  # keywords win over options
     assert fields["min_input_files"].default_value == 5

@@ -176,6 +176,7 @@ class ExpireSnapshotsResult(_Result):
     older_than: datetime
     retain_last: int
     expired_snapshot_ids: tuple[int, ...] = ()
+    branches_removed: tuple[str, ...] = ()
     snapshots_kept: int = 0
     data_files_deleted: int = 0
     delete_files_deleted: int = 0
@@ -220,6 +221,7 @@ class ExpireSnapshotsResult(_Result):
             "retain_last": self.retain_last,
             "snapshots_expired": self.snapshots_expired,
             "snapshots_kept": self.snapshots_kept,
+            "branches_removed": len(self.branches_removed),
             "data_files_deleted": self.data_files_deleted,
             "delete_files_deleted": self.delete_files_deleted,
             "manifests_deleted": self.manifests_deleted,
