@@ -82,7 +82,8 @@ class IcebergIOManager(ConfigurableIOManager):
     Metadata (definition or runtime): `namespace` (or `schema`), `partition_expr` (column, or
     a dict per dimension of a multi-partitioned asset), `partition_spec`, `write_mode`,
     `upsert_options`, `schema_update_mode`, `partition_spec_update_mode`,
-    `table_properties`; on inputs `columns`, `snapshot_id`, `as_of`, `ref`, `incremental`,
+    `table_properties`, `write_audit_publish` (stage the write on an audit branch, published
+    when the asset's blocking checks pass); on inputs `columns`, `snapshot_id`, `as_of`, `ref`, `incremental`,
     `from_snapshot_id`, `to_snapshot_id`, `string_type`.
 
     Example:
