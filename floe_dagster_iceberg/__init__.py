@@ -84,9 +84,11 @@ from floe_dagster_iceberg.jobs import (
     build_iceberg_maintenance_job,
     build_iceberg_maintenance_op,
     build_iceberg_maintenance_schedule,
+    build_iceberg_observation_sensor,
     iceberg_asset_tables,
 )
 from floe_dagster_iceberg.lineage import LineageConfig, flush_lineage, track_maintenance
+from floe_dagster_iceberg.pipes import iceberg_pipes_result, iceberg_pipes_results
 from floe_dagster_iceberg.resource import IcebergCatalogResource
 from floe_dagster_iceberg.type_handlers import (
     LoadRequest,
@@ -172,9 +174,12 @@ __all__ = [
     "build_iceberg_maintenance_job",
     "build_iceberg_maintenance_op",
     "build_iceberg_maintenance_schedule",
+    "build_iceberg_observation_sensor",
     "create_iceberg_resources",
     "flush_lineage",
     "iceberg_asset_tables",
+    "iceberg_pipes_result",
+    "iceberg_pipes_results",
     "register_type_handler",
     "set_tracer_provider",
     "track_maintenance",
