@@ -88,7 +88,9 @@ class IcebergMaintenanceComponent(dg.Component, MaintenanceOptions, dg.Resolvabl
     Tables: `tables` (`namespace.table`), `namespaces`, `assets` (asset keys such as
     `sales/orders`); with none of them, every asset of the code location whose IO manager is
     `io_manager_key`. Maintenance options left out (null) come from each table's own
-    properties (`history.expire.*`, `write.target-file-size-bytes`).
+    properties (`history.expire.*`, `write.target-file-size-bytes`). `engine` says where the
+    steps run: `{type: local}` (the default) or `{type: spark, connect_url: sc://host:15002}`
+    (Spark's Iceberg procedures; see `SparkEngineConfig`).
 
     Example:
 
