@@ -506,6 +506,13 @@ def test_backfills_schedule_and_checks_through_dagster_dev(dagster_dev: DagsterD
     assert sorted(revenue["region"].to_pylist()) == sorted(REGIONS)
     assert sum(revenue["orders"].to_pylist()) == orders.num_rows
     assert pc.sum(revenue["revenue"]).as_py() == pytest.approx(pc.sum(orders["amount"]).as_py())
+    # revenue_by_region is audited: every run staged it on its audit branch and published it.
+    assert set(catalog.load_table(("marts", "revenue_by_region")).refs()) == {"main"}
+    revenue_runs = _materializations(server, ["marts", "revenue_by_region"])
+    assert revenue_runs
+    for materialization in revenue_runs:
+        branch = _entry(materialization, "iceberg/audit_branch")
+        assert branch == f"audit-{materialization['runId']}"
 
     customers = catalog.load_table(("dim", "customers"))
     first_export = data.customers(REGIONS, dt.date(2024, 1, 7))
