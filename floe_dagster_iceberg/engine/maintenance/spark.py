@@ -146,6 +146,9 @@ def spark_session(config: SparkEngineConfig, catalog: Catalog) -> Any:
         if config.packages:
             settings["spark.jars.packages"] = ",".join(config.packages)
         settings.update(config.conf)
+        extensions = settings["spark.sql.extensions"]
+        if ICEBERG_SPARK_EXTENSIONS not in extensions:  # the user's own extensions come first
+            settings["spark.sql.extensions"] = f"{extensions},{ICEBERG_SPARK_EXTENSIONS}"
         settings.update(catalog_conf)
         builder = spark_class.builder.master(config.master).appName(_APP_NAME)
         for key, value in settings.items():
@@ -186,9 +189,12 @@ def _check_reusable(session: Any, name: str, catalog_conf: Mapping[str, str]) ->
 
 
 def _define_catalog(session: Any, catalog_conf: Mapping[str, str]) -> None:
+    """Define the catalog on a running session, unless it already defines one of that name."""
+    root = min(catalog_conf, key=len)  # spark.sql.catalog.<name>
+    if session.conf.get(root, None) is not None:
+        return
     for key, value in catalog_conf.items():
-        if session.conf.get(key, None) is None:
-            session.conf.set(key, value)
+        session.conf.set(key, value)
 
 
 # -- calling procedures ---------------------------------------------------------------------------
