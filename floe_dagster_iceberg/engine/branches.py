@@ -29,7 +29,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from pydantic import BaseModel, ConfigDict
 from pyiceberg.catalog import Catalog
@@ -40,7 +40,7 @@ from pyiceberg.exceptions import (
 )
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io import FileIO
-from pyiceberg.manifest import DataFile, ManifestContent, ManifestEntryStatus
+from pyiceberg.manifest import DataFile, ManifestContent, ManifestEntry, ManifestEntryStatus
 from pyiceberg.table import Table
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.refs import MAIN_BRANCH, SnapshotRefType
@@ -54,9 +54,10 @@ from pyiceberg.table.update import (
 
 from floe_dagster_iceberg.engine.attempt import PendingCommit, send
 from floe_dagster_iceberg.engine.config import RetryPolicy
+from floe_dagster_iceberg.engine.properties import WRITE_MODE_PROPERTY
 from floe_dagster_iceberg.engine.retry import resolve_retry
 from floe_dagster_iceberg.engine.snapshot import FileChange, FilesGoneError, produce_snapshot
-from floe_dagster_iceberg.errors import CommitConflictError, InvalidInputError
+from floe_dagster_iceberg.errors import CommitConflictError, InvalidInputError, TableNotFoundError
 
 __all__ = [
     "SOURCE_SNAPSHOT_PROPERTY",
@@ -149,14 +150,18 @@ def publish_branch(
     into: str = MAIN_BRANCH,
     fork_from: Sequence[str] = (),
     retry: RetryPolicy | None = None,
+    staged_snapshot_id: int | None = None,
 ) -> PublishResult:
     """Publish ``branch`` into ``into`` and remove it, in one commit, retried on conflicts.
 
     ``into`` is created (from the first existing branch of ``fork_from``, else ``main``) if
     missing. When ``into`` moved since ``branch`` forked, the branch's added and removed data
-    files are re-applied on its head; a file the branch removes that ``into`` no longer holds
-    (another write replaced it meanwhile) refuses the publish, leaving both branches as they
-    were. A branch that no longer exists counts as published (an earlier attempt removed it).
+    files are re-applied on its head, unless the branch overwrote or upserted partitions that
+    ``into`` changed meanwhile (the result would depend on the order): that refuses the
+    publish, leaving both branches as they were.
+
+    A branch that no longer exists counts as published only when ``staged_snapshot_id`` (the
+    head the caller staged) is on ``into``, or when no ``staged_snapshot_id`` is given.
     """
     name = ".".join(identifier)
     schedule = None
@@ -164,7 +169,7 @@ def publish_branch(
     for attempt in itertools.count(1):
         table = catalog.load_table(identifier)
         schedule = schedule or resolve_retry(retry, table.metadata.properties)
-        plan = _PublishPlan(table, branch, into, fork_from)
+        plan = _PublishPlan(table, branch, into, fork_from, staged_snapshot_id)
         if plan.already_published and plan.head is None:
             return plan.result(attempt)
         pending = plan.pending_commit()
@@ -172,7 +177,13 @@ def publish_branch(
             send(catalog, pending)
             return plan.result(attempt)
         except CommitStateUnknownException:
-            fresh = _PublishPlan(catalog.load_table(identifier), branch, into, fork_from)
+            fresh = _PublishPlan(
+                catalog.load_table(identifier),
+                branch,
+                into,
+                fork_from,
+                plan.head.snapshot_id if plan.head else staged_snapshot_id,
+            )
             if fresh.already_published:
                 return plan.result(attempt)
             error: Exception = CommitConflictError(f"Table '{name}': publish outcome unknown")
@@ -194,7 +205,14 @@ def publish_branch(
 class _PublishPlan:
     """What publishing ``branch`` into ``into`` takes on the table as loaded."""
 
-    def __init__(self, table: Table, branch: str, into: str, fork_from: Sequence[str]) -> None:
+    def __init__(
+        self,
+        table: Table,
+        branch: str,
+        into: str,
+        fork_from: Sequence[str],
+        staged_snapshot_id: int | None = None,
+    ) -> None:
         self.table = table
         self.name = ".".join(table.name())
         self.branch = branch
@@ -205,18 +223,29 @@ class _PublishPlan:
         self.target = branch_head(metadata, (into, *fork_from))
         self.fork_from = tuple(fork_from)
         self.head = metadata.snapshot_by_name(branch)
-        target_line = list(ancestors_of(self.target, metadata)) if self.target else []
-        self._target_ids = {s.snapshot_id for s in target_line}
+        self._target_line = list(ancestors_of(self.target, metadata)) if self.target else []
+        self._target_ids = {s.snapshot_id for s in self._target_line}
+        self.chain: list[Snapshot] = []
         if self.head is None:
-            self.already_published = True
-            self.chain: list[Snapshot] = []
+            self.already_published = staged_snapshot_id is None or self._on_target(
+                staged_snapshot_id
+            )
+            if not self.already_published:
+                raise TableNotFoundError(
+                    f"Table '{self.name}': branch {branch!r} no longer exists and its snapshot "
+                    f"{staged_snapshot_id} is not on {into!r}: nothing was published (maintenance "
+                    "may have removed the branch). Write the data again."
+                )
             return
-        self.already_published = self.head.snapshot_id in self._target_ids or any(
-            s.summary is not None
-            and s.summary.get(SOURCE_SNAPSHOT_PROPERTY) == str(self.head.snapshot_id)
-            for s in target_line
-        )
+        self.already_published = self._on_target(self.head.snapshot_id)
         self.chain = self._unpublished_chain(metadata)
+
+    def _on_target(self, snapshot_id: int) -> bool:
+        """Whether ``snapshot_id`` is on the target line, itself or re-applied."""
+        return snapshot_id in self._target_ids or any(
+            s.summary is not None and s.summary.get(SOURCE_SNAPSHOT_PROPERTY) == str(snapshot_id)
+            for s in self._target_line
+        )
 
     def _unpublished_chain(self, metadata: TableMetadata) -> list[Snapshot]:
         """The branch's snapshots since it forked from the target line, newest first."""
@@ -268,6 +297,7 @@ class _PublishPlan:
     def _reapplied(self):
         on_target = on_branch(self.table, self.into, self.fork_from)
         change = net_change(self.table.io, list(reversed(self.chain)), self.name, self.branch)
+        self._refuse_order_dependent(change)
         properties = {
             **_custom_properties(self.head),
             SOURCE_SNAPSHOT_PROPERTY: str(self.head.snapshot_id),
@@ -283,6 +313,27 @@ class _PublishPlan:
                 f"partitions of {self.into!r} since the branch was created. Nothing was "
                 f"published; the staged data stays on branch {self.branch!r}. Re-run the write."
             ) from None
+
+    def _refuse_order_dependent(self, change: FileChange) -> None:
+        """An overwrite or upsert re-applied on partitions the target changed since the fork
+        would keep both sides' rows: refuse it (as Iceberg's cherry-pick does)."""
+        replacing = any(
+            s.summary is not None and s.summary.get(WRITE_MODE_PROPERTY, "overwrite") != "append"
+            for s in self.chain
+        )
+        if not replacing:
+            return
+        branch_ids = {s.snapshot_id for s in ancestors_of(self.head, self.table.metadata)}
+        moved = [s for s in self._target_line if s.snapshot_id not in branch_ids]
+        overlap = _partitions(change) & _changed_partitions(self.table.io, moved)
+        if overlap:
+            raise CommitConflictError(
+                f"Table '{self.name}': branch {self.branch!r} replaces rows of partition(s) "
+                f"that {self.into!r} changed since the branch was created "
+                f"({len(overlap)} partition(s)); publishing it would keep both writes' rows. "
+                f"Nothing was published; the staged data stays on branch {self.branch!r}. "
+                "Re-run the write."
+            )
 
     def result(self, attempts: int) -> PublishResult:
         if self.already_published or self.head is None:
@@ -312,26 +363,45 @@ def net_change(io: FileIO, snapshots: Sequence[Snapshot], table: str, branch: st
     """The data files ``snapshots`` (oldest first) added and removed, net of each other."""
     added: dict[str, DataFile] = {}
     removed: dict[str, DataFile] = {}
+    for snapshot, content, entry in _own_entries(io, snapshots):
+        if content != ManifestContent.DATA:
+            raise InvalidInputError(
+                f"Table '{table}': branch {branch!r} holds delete files (snapshot "
+                f"{snapshot.snapshot_id}), which cannot be re-applied on a moved branch; "
+                "publish it with the engine that wrote them (e.g. Spark's cherrypick)."
+            )
+        path = entry.data_file.file_path
+        if entry.status == ManifestEntryStatus.ADDED:
+            added[path] = entry.data_file
+        elif entry.status == ManifestEntryStatus.DELETED and added.pop(path, None) is None:
+            removed[path] = entry.data_file
+    operation = Operation.OVERWRITE if removed else Operation.APPEND
+    return FileChange(operation, list(added.values()), list(removed.values()), AlwaysTrue())
+
+
+def _own_entries(
+    io: FileIO, snapshots: Sequence[Snapshot]
+) -> Iterator[tuple[Snapshot, ManifestContent, ManifestEntry]]:
+    """The manifest entries each snapshot wrote itself (added or deleted files, of any kind)."""
     for snapshot in snapshots:
         for manifest in snapshot.manifests(io):
             if manifest.added_snapshot_id != snapshot.snapshot_id:
                 continue
-            if manifest.content != ManifestContent.DATA:
-                raise InvalidInputError(
-                    f"Table '{table}': branch {branch!r} holds delete files (snapshot "
-                    f"{snapshot.snapshot_id}), which cannot be re-applied on a moved branch; "
-                    "publish it with the engine that wrote them (e.g. Spark's cherrypick)."
-                )
             for entry in manifest.fetch_manifest_entry(io, discard_deleted=False):
-                if entry.snapshot_id != snapshot.snapshot_id:
-                    continue
-                path = entry.data_file.file_path
-                if entry.status == ManifestEntryStatus.ADDED:
-                    added[path] = entry.data_file
-                elif entry.status == ManifestEntryStatus.DELETED and added.pop(path, None) is None:
-                    removed[path] = entry.data_file
-    operation = Operation.OVERWRITE if removed else Operation.APPEND
-    return FileChange(operation, list(added.values()), list(removed.values()), AlwaysTrue())
+                if entry.snapshot_id == snapshot.snapshot_id:
+                    yield snapshot, manifest.content, entry
+
+
+def _changed_partitions(io: FileIO, snapshots: Sequence[Snapshot]) -> set[tuple[int, str]]:
+    return {
+        (entry.data_file.spec_id, repr(entry.data_file.partition))
+        for _, _, entry in _own_entries(io, snapshots)
+        if entry.status in (ManifestEntryStatus.ADDED, ManifestEntryStatus.DELETED)
+    }
+
+
+def _partitions(change: FileChange) -> set[tuple[int, str]]:
+    return {(f.spec_id, repr(f.partition)) for f in (*change.added, *change.removed)}
 
 
 def _custom_properties(snapshot: Snapshot) -> dict[str, str]:

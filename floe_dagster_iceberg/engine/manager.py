@@ -60,6 +60,7 @@ from floe_dagster_iceberg.engine.partitioning import (
     build_sort_order,
     partition_fields_of,
 )
+from floe_dagster_iceberg.engine.properties import WRITE_MODE_PROPERTY
 from floe_dagster_iceberg.engine.scan import (
     ReadRequest,
     current_snapshot_id,
@@ -353,7 +354,10 @@ class IcebergTableManager:
                 stage,
                 _with_defaults(config.retry, self.retry),
                 create_with=(stream.schema, config),
-                snapshot_properties=config.snapshot_properties,
+                snapshot_properties={
+                    **config.snapshot_properties,
+                    WRITE_MODE_PROPERTY: config.mode.value,
+                },
                 loaded=table if isinstance(table, Table) else None,
                 view=_branch_view(config),
             )
@@ -631,11 +635,14 @@ class IcebergTableManager:
         branch: str,
         into: str = MAIN_BRANCH,
         fork_from: Sequence[str] = (),
+        staged_snapshot_id: int | None = None,
     ) -> PublishResult:
         """Publish ``branch`` into ``into`` (``main``) and remove it, in one commit.
 
         A fast-forward when ``into`` has not moved since the branch forked, else the branch's
         data files re-applied on ``into``'s head (see :mod:`~floe_dagster_iceberg.engine.branches`).
+        ``staged_snapshot_id``: the branch head the caller staged; when the branch is gone, the
+        publish succeeds only if that snapshot is already on ``into``.
 
         Example:
             >>> import pyarrow as pa, tempfile
@@ -657,7 +664,9 @@ class IcebergTableManager:
             self.telemetry.span("publish", identifier, attributes) as span,
             self._reaching(f"publishing branch {branch!r} of table '{'.'.join(identifier)}'"),
         ):
-            result = publish_branch(self.catalog, identifier, branch, into, fork_from, self.retry)
+            result = publish_branch(
+                self.catalog, identifier, branch, into, fork_from, self.retry, staged_snapshot_id
+            )
             if result.snapshot_id is not None:
                 span.set_attribute("iceberg.snapshot_id", result.snapshot_id)
         self.log.info(

@@ -13,7 +13,7 @@ from pyiceberg.expressions import EqualTo
 from floe_dagster_iceberg.engine.branches import SOURCE_SNAPSHOT_PROPERTY
 from floe_dagster_iceberg.engine.config import PartitionField, WriteConfig, WriteMode
 from floe_dagster_iceberg.engine.manager import IcebergTableManager
-from floe_dagster_iceberg.errors import CommitConflictError
+from floe_dagster_iceberg.errors import CommitConflictError, TableNotFoundError
 
 DAY = PartitionField(source_column="day")
 
@@ -154,3 +154,50 @@ def test_stale_branches_are_removed_by_age(orders) -> None:
     assert manager.remove_stale_branches(name, "audit-", timedelta(days=1)) == []
     assert manager.remove_stale_branches(name, "audit-", timedelta(0)) == ["audit-old"]
     assert set(manager.load_table(name).refs()) == {"main", "keep-me"}
+
+
+def test_overwrite_of_a_partition_main_filled_meanwhile_is_refused(orders) -> None:
+    manager, name = orders
+    manager.write(name, _rows("c", [70, 71]), _overwrite("c", branch="audit-1"))
+    manager.write(name, _rows("c", [80]), _overwrite("c"))  # main fills the same partition
+
+    with pytest.raises(CommitConflictError, match="changed since the branch was created"):
+        manager.publish_branch(name, "audit-1")
+
+    assert _sorted_ids(manager.scan(name)) == [("a", 1), ("a", 2), ("b", 3), ("c", 80)]
+
+
+def test_appends_of_the_same_partition_both_publish(orders) -> None:
+    manager, name = orders
+    append = WriteConfig(mode=WriteMode.APPEND, branch="audit-1")
+    manager.write(name, _rows("a", [90]), append)
+    manager.write(name, _rows("a", [91]), WriteConfig(mode=WriteMode.APPEND))
+
+    manager.publish_branch(name, "audit-1")
+
+    assert [i for d, i in _sorted_ids(manager.scan(name)) if d == "a"] == [1, 2, 90, 91]
+
+
+def test_upsert_of_keys_main_changed_meanwhile_is_refused(orders) -> None:
+    manager, name = orders
+    manager.upsert(name, _rows("a", [2, 5]), ["id"], config=WriteConfig(branch="audit-1"))
+    manager.upsert(name, _rows("a", [2, 6]), ["id"])
+
+    with pytest.raises(CommitConflictError):
+        manager.publish_branch(name, "audit-1")
+
+    assert [i for d, i in _sorted_ids(manager.scan(name)) if d == "a"] == [1, 2, 6]
+
+
+def test_a_branch_removed_before_publishing_is_an_error_not_a_success(orders) -> None:
+    manager, name = orders
+    staged = manager.write(name, _rows("a", [4]), WriteConfig(branch="audit-1"))
+    manager.remove_stale_branches(name, "audit-", timedelta(0))
+
+    with pytest.raises(TableNotFoundError, match="nothing was published"):
+        manager.publish_branch(name, "audit-1", staged_snapshot_id=staged.snapshot_id)
+
+    published = manager.write(name, _rows("a", [5]), WriteConfig(branch="audit-2"))
+    manager.publish_branch(name, "audit-2")
+    again = manager.publish_branch(name, "audit-2", staged_snapshot_id=published.snapshot_id)
+    assert again.already_published
