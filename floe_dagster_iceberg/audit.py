@@ -33,13 +33,13 @@ Example:
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 from dagster import AssetCheckSeverity, AssetKey, DagsterEventType, DagsterInstance
+from pyiceberg.table.refs import MAIN_BRANCH
 
 from floe_dagster_iceberg.engine.branches import PublishResult
 from floe_dagster_iceberg.engine.manager import IcebergTableManager
@@ -82,32 +82,12 @@ class PendingAudit:
     branch: str
     into: str
     fork_from: tuple[str, ...] = ()
+    staged_snapshot_id: int | None = None
 
     def publish(self, manager: IcebergTableManager) -> PublishResult:
-        return manager.publish_branch(self.identifier, self.branch, self.into, self.fork_from)
-
-
-class _PendingAudits:
-    """The audited writes this process made or read, until published or failed."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pending: dict[tuple[str, tuple[str, str]], PendingAudit] = {}
-
-    def add(self, audit: PendingAudit) -> None:
-        with self._lock:
-            self._pending[(audit.run_id, audit.identifier)] = audit
-
-    def of_run(self, run_id: str) -> list[PendingAudit]:
-        with self._lock:
-            return [a for (run, _), a in self._pending.items() if run == run_id]
-
-    def done(self, audit: PendingAudit) -> None:
-        with self._lock:
-            self._pending.pop((audit.run_id, audit.identifier), None)
-
-
-PENDING_AUDITS = _PendingAudits()
+        return manager.publish_branch(
+            self.identifier, self.branch, self.into, self.fork_from, self.staged_snapshot_id
+        )
 
 
 def audit_state(instance: DagsterInstance, run_id: str, asset_key: AssetKey) -> AuditState:
@@ -134,6 +114,39 @@ def audit_state(instance: DagsterInstance, run_id: str, asset_key: AssetKey) -> 
     ):
         return AuditState.FAILED
     return AuditState.RUNNING if planned - evaluated.keys() else AuditState.PASSED
+
+
+def staged_audits(
+    instance: DagsterInstance, run_id: str, catalog_name: str, target: str | None
+) -> list[PendingAudit]:
+    """The audited writes of the run that have checks: from the run's planned checks and the
+    materializations of their assets (whichever process wrote them)."""
+    checked = {
+        data.asset_key
+        for data in _event_data(instance, run_id, DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED)
+    }
+    audits = []
+    for asset_key in checked:
+        event = instance.get_latest_materialization_event(asset_key)
+        if event is None or event.run_id != run_id or event.asset_materialization is None:
+            continue
+        metadata = event.asset_materialization.metadata
+        if AUDIT_BRANCH_METADATA not in metadata:
+            continue
+        table = str(metadata["dagster/table_name"].value).removeprefix(f"{catalog_name}.")
+        namespace, name = table.rsplit(".", 1)
+        audits.append(
+            PendingAudit(
+                run_id=run_id,
+                asset_key=asset_key,
+                identifier=(namespace, name),
+                branch=str(metadata[AUDIT_BRANCH_METADATA].value),
+                into=target or MAIN_BRANCH,
+                fork_from=(target,) if target else (),
+                staged_snapshot_id=int(metadata["iceberg/snapshot_id"].value),
+            )
+        )
+    return audits
 
 
 def _event_data(

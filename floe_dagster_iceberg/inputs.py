@@ -20,7 +20,7 @@ from pyiceberg.table import Table
 from pyiceberg.table.refs import MAIN_BRANCH
 
 from floe_dagster_iceberg.asset_tables import asset_table_identifier
-from floe_dagster_iceberg.audit import PENDING_AUDITS, PendingAudit, audit_branch_name
+from floe_dagster_iceberg.audit import PendingAudit, audit_branch_name
 from floe_dagster_iceberg.engine.branches import on_branch
 from floe_dagster_iceberg.engine.config import ArrowStringType
 from floe_dagster_iceberg.engine.manager import IcebergTableManager
@@ -112,12 +112,11 @@ def _branch_to_read(
         into=target or MAIN_BRANCH,
         fork_from=(target,) if target else (),
     )
-    if run_id is not None and audit.branch in table.metadata.refs:
+    staged = table.metadata.snapshot_by_name(audit.branch) if run_id is not None else None
+    if staged is not None:
         if context.step_context.is_asset_check_step:
-            PENDING_AUDITS.add(audit)
             return on_branch(table, audit.branch)
-        audit.publish(manager)
-        PENDING_AUDITS.done(audit)
+        replace(audit, staged_snapshot_id=staged.snapshot_id).publish(manager)
         table = manager.load_table(audit.identifier)
     return on_branch(table, target) if target else table
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import pyarrow as pa
@@ -38,12 +39,12 @@ from floe_dagster_iceberg.asset_metadata import OutputDefaults, OutputSettings, 
 from floe_dagster_iceberg.asset_tables import DEFAULT_NAMESPACE, asset_table_identifier
 from floe_dagster_iceberg.audit import (
     AUDIT_BRANCH_METADATA,
-    PENDING_AUDITS,
     AuditState,
     PendingAudit,
     audit_branch_name,
     audit_state,
     failed_checks_message,
+    staged_audits,
 )
 from floe_dagster_iceberg.engine.branches import on_branch
 from floe_dagster_iceberg.engine.config import (
@@ -179,7 +180,8 @@ class IcebergIOManager(ConfigurableIOManager):
         )
         if audit is not None:
             context.add_output_metadata({AUDIT_BRANCH_METADATA: audit.branch})
-            self._publish_unless_checked(context, manager, audit)
+            staged = replace(audit, staged_snapshot_id=result.snapshot_id)
+            self._publish_unless_checked(context, manager, staged)
 
     def _pending_audit(self, context: OutputContext, identifier: tuple[str, str]) -> PendingAudit:
         target = self.catalog.branch
@@ -199,7 +201,6 @@ class IcebergIOManager(ConfigurableIOManager):
         if audit_state(instance, audit.run_id, audit.asset_key) is AuditState.NO_CHECKS:
             audit.publish(manager)
             return
-        PENDING_AUDITS.add(audit)
         context.log.info(
             f"Write of {'.'.join(audit.identifier)} staged on branch {audit.branch!r}: it is "
             f"published into {audit.into!r} when the asset's blocking checks pass."
@@ -207,18 +208,21 @@ class IcebergIOManager(ConfigurableIOManager):
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         """Publish the audited writes of the run whose checks all ran and none blocked."""
-        run = context.dagster_run
-        if run is None or context.instance is None:
+        run, instance = context.dagster_run, context.instance
+        if run is None or instance is None:
             return
-        for audit in PENDING_AUDITS.of_run(run.run_id):
-            state = audit_state(context.instance, run.run_id, audit.asset_key)
+        manager = None
+        for audit in staged_audits(instance, run.run_id, self.catalog.name, self.catalog.branch):
+            state = audit_state(instance, run.run_id, audit.asset_key)
             if state is AuditState.RUNNING:
                 continue
-            PENDING_AUDITS.done(audit)
+            manager = manager or self.catalog.get_manager(logger=context.log)
+            if audit.branch not in manager.load_table(audit.identifier).refs():
+                continue  # published (or reported failed) by an earlier step
             if state is AuditState.FAILED:
                 context.log.error(failed_checks_message(audit))
             else:
-                audit.publish(self.catalog.get_manager(logger=context.log))
+                audit.publish(manager)
 
     def output_defaults(self) -> OutputDefaults:
         """What outputs use where their metadata says nothing: this IO manager's fields."""

@@ -4,6 +4,8 @@ environments."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 import pyarrow as pa
 import pytest
@@ -144,3 +146,18 @@ def test_environment_branch_isolates_reads_and_writes(tmp_path, manager, instanc
     assert dg.materialize([orders.to_source_asset(), reader], resources=preview).success
     assert dg.materialize([orders.to_source_asset(), reader], resources=production).success
     assert BATCHES.seen_by_check == [[1, 2, 3], [1]]
+
+
+def test_multiprocess_run_publishes_after_a_check_that_does_not_load_the_asset(
+    tmp_path, manager, monkeypatch
+) -> None:
+    monkeypatch.setenv("FLOE_TEST_ICEBERG_HOME", str(tmp_path))
+    monkeypatch.chdir(Path(audited.__file__).parent.parent)  # step processes import reliability
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        result = dg.execute_job(dg.reconstructable(audited.ledger_job), instance=instance)
+        assert result.success
+        evaluations = result.get_asset_check_evaluations()
+    assert [e.check_name for e in evaluations] == ["ledger_is_reconciled"]
+    assert sorted(manager.scan("public.ledger").column("id").to_pylist()) == [1, 2, 3]
+    assert set(manager.load_table("public.ledger").refs()) == {"main"}

@@ -6,6 +6,7 @@ staged its write on its audit branch before any of them publishes.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -46,3 +47,28 @@ def run_audited_partition(home: str, day: str, *, start: Callable[[], Any]) -> b
             partition_key=day,
         )
     return result.success
+
+
+@dg.asset(io_manager_key="iceberg", metadata={"write_audit_publish": True})
+def ledger() -> pa.Table:
+    return pa.table({"id": [1, 2, 3]})
+
+
+@dg.asset_check(asset=ledger, blocking=True)
+def ledger_is_reconciled() -> dg.AssetCheckResult:
+    """A check that does not load the asset (it would query another system)."""
+    return dg.AssetCheckResult(passed=True)
+
+
+def ledger_job() -> dg.JobDefinition:
+    """``ledger`` and its check in separate step processes (the multiprocess executor)."""
+    home = os.environ["FLOE_TEST_ICEBERG_HOME"]
+    catalog = IcebergCatalogResource(catalog=EmbeddedCatalogConfig(home=home))
+    defs = dg.Definitions(
+        assets=[ledger],
+        asset_checks=[ledger_is_reconciled],
+        jobs=[dg.define_asset_job("ledger_job", selection=[ledger])],
+        resources=create_iceberg_resources(catalog),
+        executor=dg.multiprocess_executor,
+    )
+    return defs.resolve_job_def("ledger_job")
