@@ -167,3 +167,13 @@ def failed_checks_message(audit: PendingAudit) -> str:
         f"{audit.branch!r} (read it with AssetIn(metadata={{'ref': '{audit.branch}'}}) or "
         f"IcebergTableManager.scan(..., ref='{audit.branch}')) until maintenance removes it."
     )
+
+
+def unpublished_message(audit: PendingAudit, error: Exception) -> str:
+    table = ".".join(audit.identifier)
+    return (
+        f"Table {table}: the checks of {audit.asset_key.to_user_string()} passed but its write "
+        f"could not be published into {audit.into!r} ({error}). {audit.into!r} is unchanged and "
+        f"the data stays on branch {audit.branch!r}: re-run the asset, or publish the branch "
+        f"with IcebergTableManager.publish_branch('{table}', '{audit.branch}')."
+    )

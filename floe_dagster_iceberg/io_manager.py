@@ -45,6 +45,7 @@ from floe_dagster_iceberg.audit import (
     audit_state,
     failed_checks_message,
     staged_audits,
+    unpublished_message,
 )
 from floe_dagster_iceberg.engine.branches import on_branch
 from floe_dagster_iceberg.engine.config import (
@@ -58,7 +59,7 @@ from floe_dagster_iceberg.engine.config import (
 )
 from floe_dagster_iceberg.engine.manager import IcebergTableManager
 from floe_dagster_iceberg.engine.types import arrow_to_iceberg_schema
-from floe_dagster_iceberg.errors import InvalidInputError, TableNotFoundError
+from floe_dagster_iceberg.errors import IcebergError, InvalidInputError, TableNotFoundError
 from floe_dagster_iceberg.inputs import InputSettings, load_asset_input
 from floe_dagster_iceberg.metadata import output_metadata, rows_after_write
 from floe_dagster_iceberg.resource import IcebergCatalogResource
@@ -221,8 +222,12 @@ class IcebergIOManager(ConfigurableIOManager):
                 continue  # published (or reported failed) by an earlier step
             if state is AuditState.FAILED:
                 context.log.error(failed_checks_message(audit))
-            else:
+                continue
+            try:
                 audit.publish(manager)
+            except IcebergError as error:
+                # Dagster reports a teardown error without failing the run: say what to do.
+                context.log.error(unpublished_message(audit, error))
 
     def output_defaults(self) -> OutputDefaults:
         """What outputs use where their metadata says nothing: this IO manager's fields."""
