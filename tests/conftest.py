@@ -58,13 +58,26 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.write_line(f"test servers started: {timings}")
 
 
+def _start_order(item: pytest.Item) -> int:
+    """Long tests first, so the two workers end together instead of one finishing a long test
+    alone: the demo's tests (one worker builds the shared demo), then the other slow ones."""
+    groups = {mark.args[0] for mark in item.iter_markers("xdist_group") if mark.args}
+    if "demo" in groups:
+        return 0
+    if item.get_closest_marker("slow") is not None:
+        return 1
+    return 2 if groups else 3
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Keep the tests of one ``xdist_group`` in one worker under ``--dist=loadgroup``.
+    """Start long tests first; keep the tests of one ``xdist_group`` in one worker under
+    ``--dist=loadgroup``.
 
     pytest-xdist 3.8 tags them by setting ``item._nodeid``, which pytest 9 no longer reads
     (the id lives in ``item._id``), so the groups would be spread over the workers and, for
     example, every worker would start its own Spark session.
     """
+    items.sort(key=_start_order)
     if not getattr(config.option, "loadgroup", False):
         return
     try:

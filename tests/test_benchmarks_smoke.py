@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEMS = ["raw_parquet", "floe"]
 CASES = [
@@ -25,6 +27,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 def test_smoke_run_covers_every_workload_without_errors(tmp_path: Path) -> None:
     proc = subprocess.run(
         [

@@ -98,6 +98,7 @@ def test_sixteen_processes_backfill_sixteen_partitions(
     assert set(write_ids.values()) == {1}
 
 
+@pytest.mark.slow
 def test_dagster_backfill_with_multiprocess_executor(
     postgres_catalog_properties, tmp_path, monkeypatch, record_property
 ):

@@ -400,6 +400,7 @@ def _table_partitions(manager: Any, table: str, columns: list[str]) -> set[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("demo")
 def test_demo_command_reports_tables_maintenance_and_the_ui(demo: DemoTwice) -> None:
     assert demo.rerun is not None
     out = demo.rerun.output
@@ -421,6 +422,7 @@ def test_demo_command_reports_tables_maintenance_and_the_ui(demo: DemoTwice) -> 
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("demo")
 def test_demo_mirrors_the_crm_change_feed(demo: DemoTwice) -> None:
     """The demo applies every batch of the CRM feed: its mirror holds the replayed log."""
     manager = IcebergCatalogResource(
@@ -440,6 +442,7 @@ def test_demo_mirrors_the_crm_change_feed(demo: DemoTwice) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("demo")
 def test_demo_rerun_leaves_dagster_and_the_tables_consistent(demo: DemoTwice) -> None:
     """After the README's commands and a re-run, Dagster records exactly what the tables hold.
 

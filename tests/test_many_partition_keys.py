@@ -272,6 +272,7 @@ def test_slice_of_key_combinations_that_are_not_a_product(manager):
     assert count_rows(manager, table, partition_slice) == len(chosen)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(2400)  # a guard against a hang, not a performance target
 def test_single_run_backfill_over_10000_static_keys(resources, instance, manager):
     """One run writes all 10,000 keys in one commit, reports exact row counts, and a

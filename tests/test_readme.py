@@ -105,6 +105,7 @@ def readme_clone(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> De
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("demo")
 def test_readme_shell_blocks_run_in_a_fresh_clone(readme_clone: DemoTwice) -> None:
     """``python3 tasks.py demo`` and the commands after it, in order, in one fresh clone."""
     for result in readme_clone.readme:

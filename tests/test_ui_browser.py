@@ -33,7 +33,7 @@ PAGE_TIMEOUT = 90
 ASSET_PATH = ["raw", "events"]
 TABLE = "raw.events"
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo")]
 
 
 @pytest.fixture(scope="session")
