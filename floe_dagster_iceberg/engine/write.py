@@ -119,6 +119,14 @@ def stage_write(
     schema_plan = plan_schema_update(
         name, metadata.schema(), stream.schema, config.schema_update_mode
     )
+    if schema_plan.drop and config.branch not in (None, MAIN_BRANCH):
+        dropped = ", ".join(".".join(path) for path in schema_plan.drop)
+        raise InvalidInputError(
+            f"Table '{name}': this write to branch {config.branch!r} would drop column(s) "
+            f"{dropped}. Iceberg schemas are table-wide, so main would lose them before the "
+            "branch is published (or even if it never is). Nothing was written; drop them in a "
+            "write to main, or keep schema_update_mode='additive' for branch writes."
+        )
     if not schema_plan.is_empty:
         with changes.transaction.update_schema() as update:
             schema_plan.apply(update)

@@ -13,7 +13,7 @@ from pyiceberg.expressions import EqualTo
 from floe_dagster_iceberg.engine.branches import SOURCE_SNAPSHOT_PROPERTY
 from floe_dagster_iceberg.engine.config import PartitionField, WriteConfig, WriteMode
 from floe_dagster_iceberg.engine.manager import IcebergTableManager
-from floe_dagster_iceberg.errors import CommitConflictError, TableNotFoundError
+from floe_dagster_iceberg.errors import CommitConflictError, InvalidInputError, TableNotFoundError
 
 DAY = PartitionField(source_column="day")
 
@@ -201,3 +201,16 @@ def test_a_branch_removed_before_publishing_is_an_error_not_a_success(orders) ->
     manager.publish_branch(name, "audit-2")
     again = manager.publish_branch(name, "audit-2", staged_snapshot_id=published.snapshot_id)
     assert again.already_published
+
+
+def test_a_branch_write_never_drops_columns_of_the_table(orders) -> None:
+    manager, name = orders
+    before = manager.load_table(name).metadata.current_schema_id
+    narrower = WriteConfig(mode=WriteMode.APPEND, branch="audit-1", schema_update_mode="update")
+
+    with pytest.raises(InvalidInputError, match=r"drop column\(s\) id"):
+        manager.write(name, pa.table({"day": ["a"]}), narrower)
+
+    table = manager.load_table(name)
+    assert table.metadata.current_schema_id == before
+    assert "audit-1" not in table.refs()
