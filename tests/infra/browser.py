@@ -7,8 +7,6 @@ cannot be installed or started, the test fails with the reason: it never skips.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,8 +14,9 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
+from infra.apt import AptInstallError, apt_install
+
 CHROMIUM = Path("/usr/bin/chromium")
-INSTALL_TIMEOUT = 900
 # Without the background-networking flags Chromium's own connections are refused here and it
 # stalls; none of them changes how pages render.
 CHROMIUM_ARGS = [
@@ -42,28 +41,12 @@ def ensure_chromium(lock_directory: Path) -> Path:
     with FileLock(str(lock_directory / "chromium-install.lock")):
         if CHROMIUM.exists():
             return CHROMIUM
-        apt = shutil.which("apt-get")
-        if apt is None:
-            pytest.fail(f"{CHROMIUM} is missing and there is no apt-get to install it", False)
-        log = []
-        for command in (
-            [apt, "update"],
-            [apt, "install", "-y", "--no-install-recommends", "chromium"],
-        ):
-            completed = subprocess.run(
-                command,
-                env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=INSTALL_TIMEOUT,
-                check=False,
-            )
-            log.append(
-                f"$ {' '.join(command)}\n{completed.stdout[-2000:]}{completed.stderr[-2000:]}"
-            )
+        try:
+            apt_install(["chromium"])
+        except AptInstallError as error:
+            pytest.fail(f"could not install Debian's chromium:\n{error}", pytrace=False)
         if not CHROMIUM.exists():
-            pytest.fail(f"could not install Debian's chromium:\n{''.join(log)}", pytrace=False)
+            pytest.fail(f"apt-get installed chromium but {CHROMIUM} is missing", pytrace=False)
         return CHROMIUM
 
 

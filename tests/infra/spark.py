@@ -22,6 +22,8 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from infra.apt import AptInstallError, apt_install
+
 JACKSON_RULE = "rule com.fasterxml.jackson.** org.apache.iceberg.shaded.com.fasterxml.jackson.@1"
 JARJAR_JAR = Path("/usr/share/java/jarjar.jar")
 POSTGRES_JDBC_JAR = Path("/usr/share/java/postgresql.jar")
@@ -72,19 +74,15 @@ def ensure_system_packages() -> None:
         missing = _missing_system_packages()
         if not missing:
             return
-        apt = shutil.which("apt-get")
-        if apt is None or os.geteuid() != 0:
+        if shutil.which("apt-get") is None or os.geteuid() != 0:
             raise SparkSetupError(
                 f"Spark tests need the Debian packages {' '.join(missing)}; install them "
                 f"(apt-get install -y {' '.join(missing)}) or run the tests as root on Debian."
             )
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for command in ([apt, "update", "-qq"], [apt, "install", "-y", "-qq", *missing]):
-            done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-            if done.returncode != 0:
-                raise SparkSetupError(
-                    f"`{' '.join(command)}` failed ({done.returncode}):\n{done.stderr[-3000:]}"
-                )
+        try:
+            apt_install(missing, recommends=True)
+        except AptInstallError as error:
+            raise SparkSetupError(str(error)) from None
         still = _missing_system_packages()
         if still:
             raise SparkSetupError(f"apt-get installed {missing} but {still} are still missing.")
