@@ -144,9 +144,11 @@ class IcebergIOManager(ConfigurableIOManager):
         manager = self.catalog.get_manager(logger=context.log)
         existing = _load_if_exists(manager, identifier)
         lineage = self.catalog.lineage().start_write(context, existing)
-        settings = output_settings(metadata, self.output_defaults(), table_name)
-        audit = self._pending_audit(context, identifier) if settings.write_audit_publish else None
         try:
+            settings = output_settings(metadata, self.output_defaults(), table_name)
+            audit = (
+                self._pending_audit(context, identifier) if settings.write_audit_publish else None
+            )
             column_types = _column_types(existing, data.schema)
             partition_slice = self._output_slice(context, metadata, column_types, table_name)
             config = self._write_config(context, settings, partition_slice, table_name, audit)
