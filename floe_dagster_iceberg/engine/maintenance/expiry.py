@@ -44,11 +44,23 @@ if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
     from pyiceberg.table.metadata import TableMetadata
 
-__all__ = ["expire_snapshots", "resolve_cutoff", "snapshots_to_expire"]
+__all__ = ["expire_snapshots", "resolve_cutoff", "resolve_retain_last", "snapshots_to_expire"]
 
 log = logging.getLogger("floe_dagster_iceberg.engine.maintenance")
 
 _METADATA_VERSION = re.compile(r"^v?(?P<version>\d+)[-.]")
+
+
+def resolve_retain_last(table: Table, retain_last: int | None) -> int:
+    """Snapshots kept per branch in any case: ``retain_last``, by default the table's
+    ``history.expire.min-snapshots-to-keep``."""
+    if retain_last is None:
+        retain_last = props.int_property(
+            table.properties, props.MIN_SNAPSHOTS_TO_KEEP, props.MIN_SNAPSHOTS_TO_KEEP_DEFAULT
+        )
+    if retain_last < 1:
+        raise InvalidInputError(f"retain_last must be at least 1, got {retain_last}.")
+    return retain_last
 
 
 def resolve_cutoff(
@@ -138,12 +150,7 @@ def expire_snapshots(
     name = table_name(table)
     now = datetime.now(UTC)
     cutoff = resolve_cutoff(table, older_than, now)
-    if retain_last is None:
-        retain_last = props.int_property(
-            table.properties, props.MIN_SNAPSHOTS_TO_KEEP, props.MIN_SNAPSHOTS_TO_KEEP_DEFAULT
-        )
-    if retain_last < 1:
-        raise InvalidInputError(f"retain_last must be at least 1, got {retain_last}.")
+    retain_last = resolve_retain_last(table, retain_last)
     cutoff_ms = int(cutoff.timestamp() * 1000)
     now_ms = int(now.timestamp() * 1000)
     schedule = resolve_retry(retry or RetryPolicy(), table.metadata.properties)

@@ -35,7 +35,7 @@ from floe_dagster_iceberg.errors import InvalidInputError
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
 
-__all__ = ["DEFAULT_ORPHAN_AGE", "checksum_target", "remove_orphan_files"]
+__all__ = ["DEFAULT_ORPHAN_AGE", "checksum_target", "delete_orphans", "remove_orphan_files"]
 
 log = logging.getLogger("floe_dagster_iceberg.engine.maintenance")
 
@@ -168,13 +168,9 @@ def remove_orphan_files(
         orphans = still_there(table, orphans)
     orphans.sort(key=lambda f: f.path)
 
-    deleted = bytes_freed = 0
-    failed: list[str] = []
-    if not dry_run and orphans:
-        tallies = delete_files(table, {f.path: f.size for f in orphans})
-        deleted = sum(t.deleted for t in tallies.values())
-        bytes_freed = sum(t.bytes for t in tallies.values())
-        failed = sorted(p for t in tallies.values() for p in t.failed)
+    deleted, bytes_freed, failed = delete_orphans(
+        table, {} if dry_run else {f.path: f.size for f in orphans}
+    )
     return OrphanFilesResult(
         table=name,
         location=location,
@@ -191,3 +187,12 @@ def remove_orphan_files(
         metadata_reloads=reloads,
         duration_seconds=time.monotonic() - started,
     )
+
+
+def delete_orphans(table: Table, sizes: dict[str, int | None]) -> tuple[int, int, list[str]]:
+    """Delete orphan files (path -> size): how many went, their bytes, the paths that failed."""
+    if not sizes:
+        return 0, 0, []
+    tallies = delete_files(table, sizes).values()
+    failed = sorted(p for t in tallies for p in t.failed)
+    return sum(t.deleted for t in tallies), sum(t.bytes for t in tallies), failed

@@ -41,16 +41,19 @@ from floe_dagster_iceberg.engine.maintenance.engines import (
     ICEBERG_SPARK_EXTENSIONS,
     SparkEngineConfig,
 )
-from floe_dagster_iceberg.engine.maintenance.expiry import resolve_cutoff, snapshots_to_expire
+from floe_dagster_iceberg.engine.maintenance.expiry import (
+    resolve_cutoff,
+    resolve_retain_last,
+    snapshots_to_expire,
+)
 from floe_dagster_iceberg.engine.maintenance.files import (
     Reachable,
-    delete_files,
     files_of,
     manifests_of,
     reload,
     vanished,
 )
-from floe_dagster_iceberg.engine.maintenance.orphans import DEFAULT_ORPHAN_AGE
+from floe_dagster_iceberg.engine.maintenance.orphans import DEFAULT_ORPHAN_AGE, delete_orphans
 from floe_dagster_iceberg.engine.maintenance.results import (
     CompactionResult,
     ExpireSnapshotsResult,
@@ -435,12 +438,7 @@ def expire_snapshots(
     name = table_name(table)
     now = datetime.now(UTC)
     cutoff = resolve_cutoff(table, older_than, now)
-    if retain_last is None:
-        retain_last = props.int_property(
-            table.properties, props.MIN_SNAPSHOTS_TO_KEEP, props.MIN_SNAPSHOTS_TO_KEEP_DEFAULT
-        )
-    if retain_last < 1:
-        raise InvalidInputError(f"retain_last must be at least 1, got {retain_last}.")
+    retain_last = resolve_retain_last(table, retain_last)
     session, spark_name = _prepare(config, catalog)
     expected = snapshots_to_expire(
         table.metadata, int(cutoff.timestamp() * 1000), retain_last, int(now.timestamp() * 1000)
@@ -556,13 +554,7 @@ def remove_orphan_files(
     rows = _call(session, spark_name, table, "remove_orphan_files", older_than=cutoff, dry_run=True)
     orphans = sorted(_in_location_style(r["orphan_file_location"], location) for r in rows)
     sizes = dict(zip(orphans, _sizes(table, orphans), strict=True))
-    deleted = bytes_freed = 0
-    failed: list[str] = []
-    if not dry_run and orphans:
-        tallies = delete_files(table, dict(sizes))
-        deleted = sum(t.deleted for t in tallies.values())
-        bytes_freed = sum(t.bytes for t in tallies.values())
-        failed = sorted(p for t in tallies.values() for p in t.failed)
+    deleted, bytes_freed, failed = delete_orphans(table, {} if dry_run else sizes)
     return OrphanFilesResult(
         table=name,
         location=location,
