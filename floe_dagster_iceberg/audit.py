@@ -84,6 +84,26 @@ class PendingAudit:
     fork_from: tuple[str, ...] = ()
     staged_snapshot_id: int | None = None
 
+    @classmethod
+    def of_run(
+        cls,
+        run_id: str,
+        asset_key: AssetKey,
+        identifier: tuple[str, str],
+        target: str | None,
+        staged_snapshot_id: int | None = None,
+    ) -> PendingAudit:
+        """The run's audit of a table, published into ``target`` (None: ``main``)."""
+        return cls(
+            run_id=run_id,
+            asset_key=asset_key,
+            identifier=identifier,
+            branch=audit_branch_name(run_id),
+            into=target or MAIN_BRANCH,
+            fork_from=(target,) if target else (),
+            staged_snapshot_id=staged_snapshot_id,
+        )
+
     def publish(self, manager: IcebergTableManager) -> PublishResult:
         return manager.publish_branch(
             self.identifier, self.branch, self.into, self.fork_from, self.staged_snapshot_id
@@ -135,17 +155,8 @@ def staged_audits(
             continue
         table = str(metadata["dagster/table_name"].value).removeprefix(f"{catalog_name}.")
         namespace, name = table.rsplit(".", 1)
-        audits.append(
-            PendingAudit(
-                run_id=run_id,
-                asset_key=asset_key,
-                identifier=(namespace, name),
-                branch=str(metadata[AUDIT_BRANCH_METADATA].value),
-                into=target or MAIN_BRANCH,
-                fork_from=(target,) if target else (),
-                staged_snapshot_id=int(metadata["iceberg/snapshot_id"].value),
-            )
-        )
+        staged = int(metadata["iceberg/snapshot_id"].value)
+        audits.append(PendingAudit.of_run(run_id, asset_key, (namespace, name), target, staged))
     return audits
 
 

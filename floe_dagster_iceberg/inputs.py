@@ -17,7 +17,6 @@ import polars as pl
 import pyarrow as pa
 from dagster import AssetKey, AssetRecordsFilter, InputContext, MetadataValue
 from pyiceberg.table import Table
-from pyiceberg.table.refs import MAIN_BRANCH
 
 from floe_dagster_iceberg.asset_tables import asset_table_identifier
 from floe_dagster_iceberg.audit import PendingAudit, audit_branch_name
@@ -104,19 +103,15 @@ def _branch_to_read(
     """
     target = catalog.branch
     run_id = _run_id(context)
-    audit = PendingAudit(
-        run_id=run_id or "",
-        asset_key=context.asset_key,
-        identifier=table.name(),
-        branch=audit_branch_name(run_id or ""),
-        into=target or MAIN_BRANCH,
-        fork_from=(target,) if target else (),
-    )
-    staged = table.metadata.snapshot_by_name(audit.branch) if run_id is not None else None
+    branch = audit_branch_name(run_id) if run_id is not None else None
+    staged = table.metadata.snapshot_by_name(branch) if branch is not None else None
     if staged is not None:
         if context.step_context.is_asset_check_step:
-            return on_branch(table, audit.branch)
-        replace(audit, staged_snapshot_id=staged.snapshot_id).publish(manager)
+            return on_branch(table, branch)
+        audit = PendingAudit.of_run(
+            run_id, context.asset_key, table.name(), target, staged.snapshot_id
+        )
+        audit.publish(manager)
         table = manager.load_table(audit.identifier)
     return on_branch(table, target) if target else table
 

@@ -33,7 +33,6 @@ from dagster import (
 )
 from pydantic import Field, ValidationError
 from pyiceberg.table import Table
-from pyiceberg.table.refs import MAIN_BRANCH
 
 from floe_dagster_iceberg.asset_metadata import OutputDefaults, OutputSettings, output_settings
 from floe_dagster_iceberg.asset_tables import DEFAULT_NAMESPACE, asset_table_identifier
@@ -41,7 +40,6 @@ from floe_dagster_iceberg.audit import (
     AUDIT_BRANCH_METADATA,
     AuditState,
     PendingAudit,
-    audit_branch_name,
     audit_state,
     failed_checks_message,
     staged_audits,
@@ -187,14 +185,8 @@ class IcebergIOManager(ConfigurableIOManager):
             self._publish_unless_checked(context, manager, staged)
 
     def _pending_audit(self, context: OutputContext, identifier: tuple[str, str]) -> PendingAudit:
-        target = self.catalog.branch
-        return PendingAudit(
-            run_id=context.run_id,
-            asset_key=context.asset_key,
-            identifier=identifier,
-            branch=audit_branch_name(context.run_id),
-            into=target or MAIN_BRANCH,
-            fork_from=(target,) if target else (),
+        return PendingAudit.of_run(
+            context.run_id, context.asset_key, identifier, self.catalog.branch
         )
 
     def _publish_unless_checked(

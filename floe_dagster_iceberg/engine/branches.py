@@ -174,18 +174,12 @@ def publish_branch(
             return plan.result(attempt)
         pending = plan.pending_commit()
         try:
-            send(catalog, pending)
-            return plan.result(attempt)
+            return plan.result(attempt, send(catalog, pending))
         except CommitStateUnknownException:
-            fresh = _PublishPlan(
-                catalog.load_table(identifier),
-                branch,
-                into,
-                fork_from,
-                plan.head.snapshot_id if plan.head else staged_snapshot_id,
-            )
-            if fresh.already_published:
-                return plan.result(attempt)
+            reloaded = catalog.load_table(identifier)
+            staged = plan.head.snapshot_id if plan.head else staged_snapshot_id
+            if _PublishPlan(reloaded, branch, into, fork_from, staged).already_published:
+                return plan.result(attempt, reloaded)
             error: Exception = CommitConflictError(f"Table '{name}': publish outcome unknown")
         except (CommitFailedException, ValidationException) as refused:
             pending.discard()
@@ -335,7 +329,8 @@ class _PublishPlan:
                 "Re-run the write."
             )
 
-    def result(self, attempts: int) -> PublishResult:
+    def result(self, attempts: int, committed: Table | None = None) -> PublishResult:
+        """The outcome; ``committed``: the table after this plan's commit landed."""
         if self.already_published or self.head is None:
             return PublishResult(
                 table=self.name,
@@ -346,8 +341,7 @@ class _PublishPlan:
                 already_published=True,
                 commit_attempts=attempts,
             )
-        committed = self.table.catalog.load_table(self.table.name())
-        head = committed.metadata.snapshot_by_name(self.into)
+        head = committed.metadata.snapshot_by_name(self.into) if committed else None
         return PublishResult(
             table=self.name,
             branch=self.branch,
